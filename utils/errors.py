@@ -49,7 +49,7 @@ class RollbackError(UpdatesError):
     """A tag or rollback operation was refused; the module was left as it was."""
 
 
-class ModuleTimeout(BaseException):  # noqa: N818 - named for what the module experiences
+class ModuleTimeout(BaseException):
     """Raised inside a module when its `timeout` elapses.
 
     It derives from BaseException so that a module's own `except Exception` cannot swallow it.

@@ -51,7 +51,7 @@ def run(
         raise CommandError("empty command")
     log.debug("running %s (timeout %ss)", args, timeout)
     try:
-        result = subprocess.run(  # noqa: S603 - argument list, no shell
+        result = subprocess.run(
             args,
             cwd=cwd,
             env=base_env(env),

@@ -1,0 +1,115 @@
+"""Module directory digests, exactly as DESIGN.md ("Module checksum") specifies.
+
+Contract: `compute_folder_sha256(dir)` returns the SHA-256 of the text made of one line per regular file,
+`<sha256 of the file>  <relative path>\\n`, sorted by the path's bytes. It excludes the top-level `checksum`
+file, `__pycache__/` and `.pytest_cache/` directories and `*.pyc` files. It never follows a link: a symlink,
+any other non-regular file or a name with a newline raises `ChecksumError`. The result equals
+
+    find . -type f ... -printf '%P\\n' | LC_ALL=C sort | xargs -r -d '\\n' sha256sum -- | sha256sum
+
+including coreutils' escaping of names that contain a backslash or a carriage return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .errors import ChecksumError
+
+CHECKSUM_FILE = "checksum"
+EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache"})
+_CHUNK = 1 << 20
+# Files at least this large are hashed on worker threads: hashlib releases the GIL on big buffers, so two
+# large files hash on two cores at once. Small files stay on the calling thread, where a thread hop costs
+# more than the hashing.
+_PARALLEL_MIN = 4 << 20
+
+
+def _hash_file(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        digest = hashlib.sha256()
+        while True:
+            chunk = os.read(fd, _CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _collect(top: str) -> list[tuple[bytes, str, int]]:
+    """(relative path bytes, absolute path, size) of every file that counts, unsorted."""
+    found: list[tuple[bytes, str, int]] = []
+    stack = [("", top)]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        with os.scandir(abs_dir) as it:
+            for item in it:
+                rel = f"{rel_dir}{item.name}"
+                if "\n" in item.name:
+                    raise ChecksumError(f"{top}: file name with a newline: {rel!r}")
+                st = item.stat(follow_symlinks=False)
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    if item.name not in EXCLUDED_DIRS:
+                        stack.append((rel + "/", item.path))
+                elif stat.S_ISREG(mode):
+                    if item.name.endswith(".pyc") or rel == CHECKSUM_FILE:
+                        continue
+                    found.append((os.fsencode(rel), item.path, st.st_size))
+                elif stat.S_ISLNK(mode):
+                    raise ChecksumError(f"{top}: symlink inside a module is not allowed: {rel}")
+                else:
+                    raise ChecksumError(f"{top}: not a regular file: {rel}")
+    return found
+
+
+def _line(hexdigest: str, rel: bytes) -> bytes:
+    # sha256sum marks a line whose name needed escaping with a leading backslash.
+    if b"\\" in rel or b"\r" in rel:
+        escaped = rel.replace(b"\\", b"\\\\").replace(b"\r", b"\\r")
+        return b"\\" + hexdigest.encode() + b"  " + escaped + b"\n"
+    return hexdigest.encode() + b"  " + rel + b"\n"
+
+
+def compute_folder_sha256(path: str | os.PathLike[str]) -> str:
+    """The digest of a module directory (see the module docstring)."""
+    top = os.fspath(path)
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            raise ChecksumError(f"{top}: not a directory")
+        files = _collect(top)
+    except FileNotFoundError as exc:
+        raise ChecksumError(f"{top}: no such directory") from exc
+    except OSError as exc:
+        raise ChecksumError(f"{top}: cannot read: {exc.strerror}") from exc
+    files.sort(key=lambda f: f[0])
+    big = [f[1] for f in files if f[2] >= _PARALLEL_MIN]
+    digests: dict[str, str] = {}
+    try:
+        if len(big) > 1:
+            with ThreadPoolExecutor(max_workers=min(len(big), os.cpu_count() or 2)) as pool:
+                digests = dict(zip(big, pool.map(_hash_file, big), strict=True))
+        total = hashlib.sha256()
+        for rel, abs_path, _size in files:
+            hexdigest = digests.get(abs_path) or _hash_file(abs_path)
+            total.update(_line(hexdigest, rel))
+    except OSError as exc:
+        raise ChecksumError(f"{top}: cannot read {exc.filename}: {exc.strerror}") from exc
+    return total.hexdigest()
+
+
+def read_checksum_file(module_dir: Path) -> str | None:
+    """The digest recorded in `<module_dir>/checksum`, or None when the file is missing."""
+    try:
+        return (Path(module_dir) / CHECKSUM_FILE).read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChecksumError(f"{module_dir}/{CHECKSUM_FILE}: unreadable: {exc}") from exc

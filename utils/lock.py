@@ -1,0 +1,36 @@
+"""The run lock: one orchestrator run or rollback at a time.
+
+Contract: `run_lock(paths)` holds `fcntl.flock(LOCK_EX | LOCK_NB)` on `<state>/updates.lock` for the
+duration of the `with` block and raises `LockHeld` at once when another holder has it. The lock file records
+the holder's pid for the operator; the kernel drops the lock when the holder dies, so a crash never leaves a
+stale lock behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+
+from .errors import LockHeld
+from .paths import Paths
+
+
+@contextlib.contextmanager
+def run_lock(paths: Paths) -> Iterator[None]:
+    paths.state.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise LockHeld(
+                f"another run holds the lock {paths.lock} (pid {holder})",
+                hint="wait for it to finish; the lock is released when that process exits",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
