@@ -1,0 +1,86 @@
+"""Write or check module checksums: `python utils/checksummer.py [--check] [NAME ...]`.
+
+Contract: without `--check`, for each named module (default: every module in the manifest) it writes the
+live digest to `<module>/checksum` and to the manifest's `checksum` field, atomically and only where they
+differ. With `--check` it changes nothing, prints each mismatch, and exits 1 when there is any.
+Exit 2 for an invalid manifest or an unknown name.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: register the package, then run the package's copy of this file
+    import runpy
+
+    runpy.run_path(str(Path(__file__).resolve().parent.parent / "index.py"))["load_package"]()
+    sys.dont_write_bytecode = True
+    from updates.utils.checksummer import main as _main
+
+    raise SystemExit(_main(sys.argv[1:]))
+
+from .checksum import CHECKSUM_FILE, compute_folder_sha256, read_checksum_file
+from .errors import ChecksumError, ManifestError, UpdatesError
+from .fsutil import atomic_write_text
+from .manifest import load_manifest, update_entry
+from .paths import Paths
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="checksummer.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only verify; exit 1 on any mismatch")
+    parser.add_argument("--manifest", type=Path, default=None, help="manifest to read and update")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="modules to process (default: all)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
+    opts = _parse(sys.argv[1:] if argv is None else argv)
+    paths = Paths.create(root, manifest=opts.manifest)
+    try:
+        manifest = load_manifest(paths)
+    except ManifestError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    modules = {e.name: e for e in manifest.modules()}
+    unknown = [n for n in opts.names if n not in modules]
+    if unknown:
+        known = ", ".join(modules) or "none"
+        sys.stderr.write(f"error: not a module in the manifest: {', '.join(unknown)}; known: {known}\n")
+        return 2
+    problems = 0
+    for name in opts.names or modules:
+        entry = modules[name]
+        directory = paths.module_dir(name)
+        try:
+            live = compute_folder_sha256(directory)
+            recorded = read_checksum_file(directory)
+        except ChecksumError as exc:
+            sys.stdout.write(f"{name}: error: {exc}\n")
+            problems += 1
+            continue
+        if opts.check:
+            for source, value in (("checksum file", recorded), ("manifest", entry.checksum)):
+                if value != live and not (source == "manifest" and value is None):
+                    sys.stdout.write(f"{name}: {source} says {value or 'nothing'}, directory is {live}\n")
+                    problems += 1
+            continue
+        changed = []
+        try:
+            if recorded != live:
+                atomic_write_text(directory / CHECKSUM_FILE, live + "\n")
+                changed.append("checksum file")
+            if entry.checksum != live:
+                update_entry(paths.manifest, name, {"checksum": live})
+                changed.append("manifest")
+        except (OSError, UpdatesError) as exc:
+            sys.stdout.write(f"{name}: error: cannot write: {exc}\n")
+            problems += 1
+            continue
+        what = "updated " + " and ".join(changed) if changed else "unchanged"
+        sys.stdout.write(f"{name}: {live} ({what})\n")
+    if opts.check and not problems:
+        sys.stdout.write(f"all {len(opts.names or modules)} checksums current\n")
+    return 1 if problems else 0

@@ -1,0 +1,55 @@
+"""Per-module time limits, enforced in-process with SIGALRM.
+
+Contract: inside `with deadline(seconds):` a `ModuleTimeout` is raised in the main thread once `seconds`
+have passed. Deadlines nest (a child module's limit inside its parent's): the inner block never extends the
+outer one, and the outer alarm and handler are put back exactly in `finally`, with the outer timer's
+remaining time reduced by what the inner block used. Off the main thread, where signals cannot be
+delivered, the block runs without a limit and the caller is told so through the return value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+from .errors import ModuleTimeout
+
+
+def _can_use_signals() -> bool:
+    return threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[bool]:
+    """Enforce `seconds` (None: no limit) on the block; yields whether the limit is enforced."""
+    if not seconds or not _can_use_signals():
+        yield False
+        return
+    previous_handler: Any = signal.getsignal(signal.SIGALRM)
+    outer_remaining, _interval = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
+    ours = not outer_remaining or seconds <= outer_remaining
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        if ours:
+            raise ModuleTimeout(seconds)
+        # The enclosing deadline is the earlier one: let its handler decide.
+        if callable(previous_handler):
+            previous_handler(signum, frame)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds if ours else outer_remaining)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if outer_remaining:
+            left = outer_remaining - (time.monotonic() - started)
+            # An outer deadline that passed while we ran fires at once rather than never.
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))

@@ -1,0 +1,264 @@
+"""Running the manifest's modules: selection, verification, isolation, results.
+
+Contract:
+- `Runner(paths, manifest, options).run()` walks the entrypoint's children in manifest order and returns one
+  `ModuleResult` per module it considered. A module runs only after its directory matches its `checksum`
+  file (and the manifest's `checksum` when set); it is imported from source and its `main(args)` is called
+  inside the isolation boundary and its `timeout`. Any exception, SystemExit included, makes it `failed`;
+  the run goes on with the next module. Ctrl-C stops the run after recording the module it interrupted.
+- Groups run their children. A module with children runs them itself through `run_children(args)`, which
+  gives each child the same treatment; the runner warns when a module returns without having done so.
+- `on_success(name)` is called after each module that did not fail (not in dry-run), to record `lastApplied`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .checksum import compute_folder_sha256, read_checksum_file
+from .deadline import deadline
+from .errors import ChecksumError, ModuleLoadError, ModuleTimeout, UpdatesError
+from .isolation import isolated
+from .loader import load_main
+from .manifest import Entry, Manifest
+from .paths import Paths
+
+log = logging.getLogger(__name__)
+
+OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+
+_ACTIVE: contextvars.ContextVar[Runner] = contextvars.ContextVar("updates_runner")
+
+
+@dataclass
+class ModuleResult:
+    name: str
+    status: str
+    duration_s: float = 0.0
+    summary: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    only: frozenset[str] | None = None
+    skip: frozenset[str] = frozenset()
+    quiet_stdout: bool = False  # keep module prints off stdout (it carries the JSON report)
+
+
+@dataclass
+class Selection:
+    """Which modules a run considers, from --only/--skip, expanded through groups and children."""
+
+    only: frozenset[str] | None
+    skip: frozenset[str]
+
+    @classmethod
+    def build(cls, manifest: Manifest, options: RunOptions) -> Selection:
+        def expand(names: Iterable[str]) -> frozenset[str]:
+            out: set[str] = set()
+            for name in names:
+                out.add(name)
+                out.update(manifest.descendants(name))
+            return frozenset(out)
+
+        only = expand(options.only) if options.only is not None else None
+        return cls(only=only, skip=expand(options.skip))
+
+
+def verify_module(paths: Paths, entry: Entry) -> str:
+    """The module's live digest, after checking it against the checksum file and the manifest."""
+    directory = paths.module_dir(entry.name)
+    live = compute_folder_sha256(directory)
+    recorded = read_checksum_file(directory)
+    if recorded is None:
+        raise ChecksumError(
+            f"{entry.name}: no checksum file in {entry.name}/ (live digest {live})",
+            hint="run `python utils/checksummer.py` after reviewing the module",
+        )
+    if recorded != live:
+        raise ChecksumError(
+            f"{entry.name}: checksum mismatch: expected {recorded} (checksum file), got {live}"
+        )
+    if entry.checksum is not None and entry.checksum != live:
+        raise ChecksumError(
+            f"{entry.name}: checksum mismatch: expected {entry.checksum} (manifest), got {live}"
+        )
+    return live
+
+
+def classify(returned: object) -> tuple[str, str | None]:
+    """Status and summary from what a module's main returned."""
+    if isinstance(returned, dict):
+        summary = returned.get("summary")
+        return (CHANGED if returned.get("changed") else OK), (str(summary) if summary is not None else None)
+    if returned is not None:
+        log.warning("main returned %s; expected None or a dict, treating it as ok", type(returned).__name__)
+    return OK, None
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, ModuleTimeout):
+        return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"exited with code {exc.code}" if not isinstance(exc.code, str) else f"exited: {exc.code}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, UpdatesError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Runner:
+    def __init__(
+        self,
+        paths: Paths,
+        manifest: Manifest,
+        options: RunOptions,
+        on_success: Callable[[str], None] | None = None,
+    ) -> None:
+        self.paths = paths
+        self.manifest = manifest
+        self.options = options
+        self.on_success = on_success
+        self.selection = Selection.build(manifest, options)
+        self.results: list[ModuleResult] = []
+        self.interrupted = False
+        self._considered: set[str] = set()
+        self._children_ran: set[str] = set()
+
+    # -- walking ---------------------------------------------------------------------------------------
+    def run(self) -> list[ModuleResult]:
+        token = _ACTIVE.set(self)
+        try:
+            self._visit(self.manifest.entrypoint, disabled_by=None)
+            # Entries named with --only that the entrypoint does not reach still run: asked for by name.
+            for name in self.options.only or ():
+                self._visit(name, disabled_by=None)
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            _ACTIVE.reset(token)
+        return self.results
+
+    def _visit(self, name: str, disabled_by: str | None) -> None:
+        entry = self.manifest.entries[name]
+        if not entry.enabled and disabled_by is None:
+            disabled_by = name
+        if entry.is_group:
+            for child in entry.children or ():
+                self._visit(child, disabled_by)
+        elif self.selection.only is None or name in self.selection.only:
+            self._run_module(entry, disabled_by)
+        else:
+            for child in entry.children or ():
+                self._visit(child, disabled_by)
+
+    def children_of(self, name: str) -> list[ModuleResult]:
+        """Run the children of module `name` (for `run_children`) and return their results."""
+        self._children_ran.add(name)
+        start = len(self.results)
+        entry = self.manifest.entries[name]
+        for child in entry.children or ():
+            self._visit(child, None if entry.enabled else name)
+        return self.results[start:]
+
+    # -- one module ------------------------------------------------------------------------------------
+    def _skip(self, entry: Entry, reason: str) -> None:
+        log.info("%s: skipped (%s)", entry.name, reason)
+        self.results.append(ModuleResult(entry.name, SKIPPED, summary=reason))
+
+    def _run_module(self, entry: Entry, disabled_by: str | None) -> None:
+        if entry.name in self._considered:
+            return  # reachable through two parents: once per run is enough
+        self._considered.add(entry.name)
+        if entry.name in self.selection.skip:
+            self._skip(entry, "--skip")
+            return
+        if disabled_by is not None:
+            self._skip(entry, "disabled" if disabled_by == entry.name else f"{disabled_by} is disabled")
+            return
+        result = self._call(entry)
+        if entry.children and entry.name not in self._children_ran and result.status != FAILED:
+            log.warning(
+                "%s: main returned without running its children (%s); call run_children(args)",
+                entry.name,
+                ", ".join(entry.children),
+            )
+        for child in entry.children or ():
+            if child not in self._considered and entry.name not in self._children_ran:
+                self._considered.add(child)
+                self.results.append(ModuleResult(child, SKIPPED, summary=f"not run by {entry.name}"))
+
+    def _call(self, entry: Entry) -> ModuleResult:
+        started = time.monotonic()
+        result = ModuleResult(entry.name, FAILED)
+        # Appended before the call so that children run through run_children() are listed after it.
+        self.results.append(result)
+        log.info("%s: starting", entry.name)
+        try:
+            verify_module(self.paths, entry)
+            state_dir = self.paths.module_state(entry.name)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            args = {
+                **entry.args,
+                "name": entry.name,
+                "dry_run": self.options.dry_run,
+                "state_dir": str(state_dir),
+            }
+            with self._stdout_guard(), isolated(), deadline(entry.timeout):
+                main = load_main(entry.name, self.paths.module_dir(entry.name))
+                returned = main(args)
+            result.status, result.summary = classify(returned)
+        except KeyboardInterrupt:
+            result.error = "interrupted"
+            log.error("%s: interrupted", entry.name)
+            raise
+        except (ChecksumError, ModuleLoadError) as exc:
+            result.error = str(exc)
+            log.error("%s: not run: %s", entry.name, exc, exc_info=exc.__cause__ is not None)
+        except BaseException as exc:
+            result.error = describe_failure(exc)
+            log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
+        finally:
+            result.duration_s = round(time.monotonic() - started, 3)
+        if result.status != FAILED:
+            log.info("%s: %s%s", entry.name, result.status, f" ({result.summary})" if result.summary else "")
+            if self.on_success and not self.options.dry_run:
+                try:
+                    self.on_success(entry.name)
+                except UpdatesError as exc:
+                    log.error("%s: could not record lastApplied: %s", entry.name, exc)
+        return result
+
+    def _stdout_guard(self) -> contextlib.AbstractContextManager[Any]:
+        if self.options.quiet_stdout:
+            return contextlib.redirect_stdout(sys.stderr)
+        return contextlib.nullcontext()
+
+
+def run_children(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the children of the calling module with the orchestrator's checks and isolation.
+
+    Returns one dict per child (`name`, `status`, `duration_s`, `summary`, `error`). A failing child is
+    reported like any module and makes the run's exit code 1; it does not raise here.
+    """
+    runner = _ACTIVE.get(None)
+    if runner is None:
+        raise UpdatesError("run_children() works only inside a module run by the orchestrator")
+    name = args.get("name")
+    if name not in runner.manifest.entries:
+        raise UpdatesError(f"run_children(): args carry no known module name ({name!r})")
+    return [r.as_dict() for r in runner.children_of(name)]
