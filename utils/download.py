@@ -1,0 +1,197 @@
+"""Download a release asset to the destination's file system and verify its SHA-256.
+
+Contract:
+- `expected_digest` finds what the asset must hash to: the API's `digest` field (`sha256:<hex>`) first,
+  else the project's checksum file(s) among the release's assets, in either line format that tools write,
+  `<hex>  <name>` (text mode) and `<hex> *<name>` (binary mode).
+- `download_asset` refuses before any byte is fetched when nothing can verify the asset, unless the caller
+  passes `allow_unverified=True` (then it logs a warning, on every run). It streams the asset (through the
+  API's asset URL, whose redirect goes to another host without the token) into a temporary file in
+  `dest_dir`, so the later rename stays on one file system; memory use is constant (one chunk). It checks
+  the size announced by the API, refuses an HTML page, and compares the SHA-256. On any failure the
+  temporary file is gone and a one-line error says why; on success the caller owns the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from .errors import ChecksumError, UpdatesError
+from .releases import Asset, Release
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+CHECKSUM_FILE_LIMIT = 1024 * 1024
+_LINE_RE = re.compile(r"^([0-9A-Fa-f]{64}) ([ *])(.+)$")
+
+
+class DownloadError(UpdatesError):
+    """The asset could not be downloaded completely."""
+
+
+class ChecksumMismatch(ChecksumError):
+    """The downloaded bytes do not hash to the published SHA-256."""
+
+
+class UnverifiedAsset(UpdatesError):
+    """Nothing published lets us verify the asset, and the module's args do not allow that."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    sha256: str | None
+    source: str  # where the digest came from, for the log and error messages
+
+
+def parse_checksums(text: str) -> dict[str, str]:
+    """Map file name -> lowercase hex from `sha256sum`-style lines (`<hex>  <name>` or `<hex> *<name>`)."""
+    sums: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _LINE_RE.match(line.strip("\r\n").rstrip())
+        if match:
+            name = match.group(3).strip()
+            name = name.removeprefix("./")
+            sums[name] = match.group(1).lower()
+    return sums
+
+
+def _get_asset(session: requests.Session, asset: Asset) -> requests.Response:
+    url = asset.api_url or asset.download_url
+    try:
+        response = session.get(url, headers={"Accept": "application/octet-stream"}, stream=True)
+    except requests.RequestException as exc:
+        raise DownloadError(f"cannot download {asset.name}: {exc}") from exc
+    if response.status_code != 200:
+        response.close()
+        raise DownloadError(f"cannot download {asset.name}: HTTP {response.status_code} from {response.url}")
+    if "text/html" in response.headers.get("Content-Type", "").lower():
+        response.close()
+        raise DownloadError(f"cannot download {asset.name}: the server sent an HTML page instead of the file")
+    return response
+
+
+def _fetch_small(session: requests.Session, asset: Asset) -> str:
+    with contextlib.closing(_get_asset(session, asset)) as response:
+        data = b""
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                data += chunk
+                if len(data) > CHECKSUM_FILE_LIMIT:
+                    raise DownloadError(
+                        f"{asset.name}: checksum file larger than {CHECKSUM_FILE_LIMIT} bytes"
+                    )
+        except requests.RequestException as exc:
+            raise DownloadError(f"cannot download {asset.name}: {exc}") from exc
+    return data.decode("utf-8", "replace")
+
+
+def expected_digest(
+    session: requests.Session, release: Release, asset: Asset, checksum_files: Sequence[str]
+) -> Expected:
+    """The SHA-256 `asset` must have, from the API digest or the first checksum file that lists it."""
+    if asset.sha256:
+        return Expected(asset.sha256, "the GitHub API digest")
+    for name in checksum_files:
+        sums_asset = release.find(name)
+        if sums_asset is None:
+            continue
+        found = parse_checksums(_fetch_small(session, sums_asset)).get(asset.name)
+        if found:
+            return Expected(found, f"checksum file {name}")
+        log.warning("%s does not list %s", name, asset.name)
+    return Expected(None, "nothing")
+
+
+def check_verifiable(asset: Asset, expected: Expected, *, allow_unverified: bool) -> None:
+    """Raise `UnverifiedAsset` when nothing can verify `asset` and the args do not allow that."""
+    if expected.sha256 is not None:
+        return
+    if not allow_unverified:
+        raise UnverifiedAsset(
+            f"refusing {asset.name}: no SHA-256 published for it (no API digest, no checksum file)",
+            hint="set allow_unverified: true in the module's args to install it anyway",
+        )
+    log.warning("installing %s UNVERIFIED: no SHA-256 published and allow_unverified is set", asset.name)
+
+
+def download_asset(
+    session: requests.Session,
+    asset: Asset,
+    dest_dir: Path,
+    expected: Expected,
+    *,
+    allow_unverified: bool = False,
+    chunk_size: int = CHUNK,
+) -> Path:
+    """Stream `asset` into a new temporary file in `dest_dir`, verified; return its path."""
+    check_verifiable(asset, expected, allow_unverified=allow_unverified)
+    response = _get_asset(session, asset)
+    announced = response.headers.get("Content-Length")
+    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{asset.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        with contextlib.closing(response), os.fdopen(fd, "wb") as out:
+            if asset.size and announced is not None and announced.isdigit() and int(announced) != asset.size:
+                raise DownloadError(
+                    f"{asset.name}: the server announces {announced} bytes, the release says {asset.size}"
+                )
+            try:
+                for chunk in response.iter_content(chunk_size):
+                    received += len(chunk)
+                    if asset.size and received > asset.size:
+                        raise DownloadError(
+                            f"{asset.name}: more bytes than the {asset.size} the release lists"
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+            except requests.RequestException as exc:
+                raise DownloadError(
+                    f"download of {asset.name} broke off after {received} of {asset.size} bytes: {exc}"
+                ) from exc
+            out.flush()
+            os.fsync(out.fileno())
+        if asset.size and received != asset.size:
+            raise DownloadError(f"truncated download of {asset.name}: got {received} of {asset.size} bytes")
+        actual = digest.hexdigest()
+        if expected.sha256 is not None and actual != expected.sha256:
+            raise ChecksumMismatch(
+                f"SHA-256 mismatch for {asset.name}: expected {expected.sha256} "
+                f"({expected.source}), got {actual}"
+            )
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    log.info("downloaded %s (%d bytes, verified against %s)", asset.name, received, expected.source)
+    return tmp
+
+
+@contextlib.contextmanager
+def downloaded(
+    session: requests.Session,
+    asset: Asset,
+    dest_dir: Path,
+    expected: Expected,
+    *,
+    allow_unverified: bool = False,
+) -> Iterator[Path]:
+    """`download_asset` as a context manager that removes the temporary file afterwards."""
+    path = download_asset(session, asset, dest_dir, expected, allow_unverified=allow_unverified)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

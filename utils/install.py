@@ -1,0 +1,215 @@
+"""Install one binary atomically, health-check its service, and undo by itself on failure.
+
+Contract of `install_binary(plan, new_file, version, old_version)`:
+1. `new_file` (a temporary file in the target's directory) must report `version` through the tool's
+   version command before anything installed is touched; otherwise `InstallError`, nothing changed.
+2. The current binary is copied to the backup directory (the last `keep_backups` copies are kept).
+3. A running service is stopped, the files in `extra_backups` (a database, say) are copied to the backup
+   directory while it is stopped, the binary is replaced with `os.replace` (atomic; a process still running
+   the old file keeps its inode), the service is started and its health endpoint polled.
+   A service that was not running is left stopped (the administrator stopped it) and not polled.
+4. On any failure after step 2 the previous binary and the extra files are put back, the service is started
+   again, and `InstallError` says what failed and that it was rolled back (or that the rollback failed too).
+`probe_version` runs `<binary> <args>` through `utils.proc.run` and parses the tool's real output format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import CommandError, UpdatesError
+from .fsutil import fsync_dir
+from .proc import run
+from .releases import Version
+from .service import HealthCheck, ServiceManager, poll_health
+
+log = logging.getLogger(__name__)
+
+
+class InstallError(UpdatesError):
+    """The new version was not installed (and whatever had changed was undone)."""
+
+
+@dataclass(frozen=True)
+class VersionProbe:
+    args: tuple[str, ...]
+    pattern: str  # a regex whose group 1 is the version, searched in the command's output
+    timeout: float = 30.0
+
+    def parse(self, output: str) -> Version | None:
+        match = re.search(self.pattern, output, re.MULTILINE)
+        return Version.parse(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    unit: str
+    manager: ServiceManager
+    health: HealthCheck | None
+
+
+@dataclass(frozen=True)
+class BinaryInstall:
+    target: Path
+    probe: VersionProbe
+    backup_dir: Path
+    keep_backups: int = 3
+    service: ServicePlan | None = None
+    extra_backups: tuple[Path, ...] = ()
+
+
+def probe_version(binary: Path, probe: VersionProbe, *, cwd: Path | None = None) -> Version:
+    """The version `binary` reports; `InstallError` when it does not run or prints something else."""
+    try:
+        result = run([binary, *probe.args], timeout=probe.timeout, cwd=cwd)
+    except CommandError as exc:
+        raise InstallError(f"{binary}: version check failed: {exc}") from exc
+    output = (result.stdout or result.stderr).decode("utf-8", "replace")
+    version = probe.parse(output)
+    if version is None:
+        first = output.strip().splitlines()[0] if output.strip() else "no output"
+        raise InstallError(f"{binary}: cannot read a version from {' '.join(probe.args)!r} output: {first!r}")
+    return version
+
+
+def installed_version(binary: Path, probe: VersionProbe, *, cwd: Path | None = None) -> Version | None:
+    """The installed tool's version, or None when it is not installed."""
+    if not binary.exists():
+        return None
+    return probe_version(binary, probe, cwd=cwd)
+
+
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def copy_file_atomic(source: Path, dest: Path) -> None:
+    """Copy `source` to `dest` (mode and times kept) through a temp file beside `dest`, then rename."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        shutil.copy2(source, tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        tmp.replace(dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(dest.parent)
+
+
+def prune_backups(backup_dir: Path, prefix: str, keep: int) -> None:
+    """Delete all but the newest `keep` backups named `<prefix>-<version>-<stamp>` in `backup_dir`."""
+    pattern = re.compile(re.escape(prefix) + r"-[0-9][^/]*-(\d{8}T\d{6}Z)(?:\.\d+)?$")
+    found = sorted(
+        (p for p in backup_dir.iterdir() if pattern.match(p.name)),
+        key=lambda p: pattern.match(p.name).group(1),  # type: ignore[union-attr]
+    )
+    for old in found[: max(0, len(found) - max(keep, 1))]:
+        log.info("removing old backup %s", old)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+
+
+def unique_path(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2`, ... when it exists (two installs within one second)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+def start_and_check(service: ServicePlan) -> None:
+    service.manager.start(service.unit)
+    if service.health is not None:
+        poll_health(service.health)
+
+
+def restart_after_undo(service: ServicePlan | None, was_active: bool) -> str:
+    """Start the service again after an undo; return a note for the error message."""
+    if service is None or not was_active:
+        return ""
+    try:
+        start_and_check(service)
+    except UpdatesError as exc:
+        return f"; the previous version does not come up either: {exc}"
+    return ""
+
+
+def install_binary(
+    plan: BinaryInstall, new_file: Path, version: Version, old_version: Version | None
+) -> None:
+    """Install `new_file` as `plan.target`; see the module docstring for the steps and guarantees."""
+    reported = probe_version(new_file, plan.probe)
+    if reported != version:
+        raise InstallError(
+            f"the new {plan.target.name} reports {reported}, expected {version}; nothing changed"
+        )
+    target = plan.target
+    stamp = utc_stamp()
+    plan.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    backup: Path | None = None
+    if target.exists():
+        new_file.chmod(target.stat().st_mode & 0o7777)
+        backup = unique_path(plan.backup_dir / f"{target.name}-{old_version or 'unknown'}-{stamp}")
+        copy_file_atomic(target, backup)
+    service = plan.service
+    was_active = service is not None and service.manager.is_active(service.unit)
+    extra_saved: list[tuple[Path, Path]] = []
+    try:
+        if service is not None and was_active:
+            service.manager.stop(service.unit)
+        for extra in plan.extra_backups:
+            if extra.exists():
+                saved = unique_path(plan.backup_dir / f"{extra.name}-{old_version or 'unknown'}-{stamp}")
+                copy_file_atomic(extra, saved)
+                extra_saved.append((extra, saved))
+                log.info("backed up %s to %s", extra, saved)
+        new_file.replace(target)
+        fsync_dir(target.parent)
+        if service is not None and was_active:
+            start_and_check(service)
+        elif service is not None:
+            log.info("%s was not running; left stopped, no health check", service.unit)
+    except (UpdatesError, OSError) as exc:
+        note = _undo_binary(plan, backup, extra_saved, was_active)
+        raise InstallError(f"{target.name} {version} failed: {exc}{note}") from exc
+    log.info("installed %s %s (backup %s)", target, version, backup)
+    prune_backups(plan.backup_dir, target.name, plan.keep_backups)
+    for extra in plan.extra_backups:
+        prune_backups(plan.backup_dir, extra.name, plan.keep_backups)
+
+
+def _undo_binary(
+    plan: BinaryInstall, backup: Path | None, extra_saved: Sequence[tuple[Path, Path]], was_active: bool
+) -> str:
+    service = plan.service
+    try:
+        if service is not None and was_active:
+            with contextlib.suppress(UpdatesError):
+                service.manager.stop(service.unit)
+        if backup is not None:
+            copy_file_atomic(backup, plan.target)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                plan.target.unlink()
+        for original, saved in extra_saved:
+            copy_file_atomic(saved, original)
+    except OSError as exc:
+        return f"; ROLLBACK FAILED ({exc}); the previous binary is at {backup}"
+    what = f"rolled back to the previous binary ({backup.name})" if backup else "removed the new binary"
+    return f"; {what}" + restart_after_undo(service, was_active)

@@ -1,0 +1,166 @@
+"""Install a whole application directory the way gogs documents its upgrades.
+
+Contract of `install_directory(plan, new_dir, version, old_version)`:
+1. `new_dir` holds the extracted release, beside the install directory (same file system). Its binary must
+   report `version` before anything installed is touched; otherwise `InstallError`, nothing changed.
+2. A running service is stopped; the administrator's directories (`keep`: custom/, data/, log/) are copied
+   from the installed directory into `new_dir`, byte for byte, with modes, times and (when we run as root)
+   owners; symbolic links inside them are copied as links.
+3. The switch is two renames: the installed directory becomes the backup `<backup_dir>/<name>-<old>-<stamp>`
+   (kept, the newest `keep_backups` of them), then `new_dir` becomes the install directory.
+4. The service is started and its health polled. On failure the new directory is moved aside as
+   `<name>-<new>-failed-<stamp>` (kept for diagnosis), the backup is renamed back, the service restarted,
+   and `InstallError` says so.
+The backup directory must be on the install directory's file system (checked before anything changes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UpdatesError
+from .fsutil import fsync_dir
+from .install import (
+    InstallError,
+    ServicePlan,
+    VersionProbe,
+    probe_version,
+    prune_backups,
+    restart_after_undo,
+    start_and_check,
+    unique_path,
+    utc_stamp,
+)
+from .releases import Version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DirectoryInstall:
+    install_dir: Path
+    binary: str  # path of the binary inside the directory
+    probe: VersionProbe
+    backup_dir: Path
+    keep: tuple[str, ...] = ("custom", "data", "log")
+    keep_backups: int = 2
+    service: ServicePlan | None = None
+
+
+def _chown_like(source: Path, dest: Path) -> None:
+    """Give everything under `dest` the owner of the matching path under `source` (root only)."""
+    if os.geteuid() != 0:
+        return
+    for root, dirs, files in os.walk(dest):
+        for name in [".", *dirs, *files]:
+            path = Path(root) / name if name != "." else Path(root)
+            match = source / path.relative_to(dest)
+            try:
+                st = match.lstat()
+            except FileNotFoundError:
+                continue
+            os.lchown(path, st.st_uid, st.st_gid)
+
+
+def carry_over(old_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> list[str]:
+    """Copy `keep` directories from `old_dir` into `new_dir` (replacing any the release ships)."""
+    copied = []
+    for name in keep:
+        source = old_dir / name
+        if not source.exists():
+            continue
+        if source.is_symlink() or not source.is_dir():
+            raise InstallError(f"{source} is not a plain directory; refusing to guess how to carry it over")
+        dest = new_dir / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(source, dest, symlinks=True, copy_function=shutil.copy2)
+        _chown_like(source, dest)
+        copied.append(name)
+    return copied
+
+
+def _owner_like(reference: Path, tree: Path) -> None:
+    """The release files take the owner of the installed directory (gogs runs as its own user)."""
+    if os.geteuid() != 0:
+        return
+    st = reference.stat()
+    for root, dirs, files in os.walk(tree):
+        for name in [*dirs, *files]:
+            os.lchown(Path(root) / name, st.st_uid, st.st_gid)
+    os.lchown(tree, st.st_uid, st.st_gid)
+
+
+def install_directory(
+    plan: DirectoryInstall, new_dir: Path, version: Version, old_version: Version | None
+) -> Path | None:
+    """Switch `plan.install_dir` to `new_dir`; return the backup directory (None on a fresh install)."""
+    reported = probe_version(new_dir / plan.binary, plan.probe, cwd=new_dir)
+    if reported != version:
+        raise InstallError(f"the new {plan.binary} reports {reported}, expected {version}; nothing changed")
+    install_dir = plan.install_dir
+    parent = install_dir.parent
+    if not install_dir.exists():
+        new_dir.rename(install_dir)
+        fsync_dir(parent)
+        log.info("installed %s %s fresh", install_dir, version)
+        return None
+    plan.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if plan.backup_dir.stat().st_dev != install_dir.stat().st_dev:
+        raise InstallError(
+            f"backup_dir {plan.backup_dir} is not on the file system of {install_dir}; nothing changed"
+        )
+    stamp = utc_stamp()
+    backup = unique_path(plan.backup_dir / f"{install_dir.name}-{old_version or 'unknown'}-{stamp}")
+    service = plan.service
+    was_active = service is not None and service.manager.is_active(service.unit)
+    switched = False
+    try:
+        if service is not None and was_active:
+            service.manager.stop(service.unit)
+        _owner_like(install_dir, new_dir)
+        copied = carry_over(install_dir, new_dir, plan.keep)
+        log.info("carried over %s into the new %s", ", ".join(copied) or "nothing", install_dir.name)
+        install_dir.rename(backup)
+        switched = True
+        new_dir.rename(install_dir)
+        fsync_dir(parent)
+        fsync_dir(plan.backup_dir)
+        if service is not None and was_active:
+            start_and_check(service)
+        elif service is not None:
+            log.info("%s was not running; left stopped, no health check", service.unit)
+    except (UpdatesError, OSError) as exc:
+        note = (
+            _undo(plan, backup, version, stamp, was_active)
+            if switched
+            else restart_after_undo(service, was_active)
+        )
+        raise InstallError(f"{install_dir.name} {version} failed: {exc}{note}") from exc
+    log.info("installed %s %s; previous directory kept as %s", install_dir, version, backup)
+    prune_backups(plan.backup_dir, install_dir.name, plan.keep_backups)
+    return backup
+
+
+def _undo(plan: DirectoryInstall, backup: Path, version: Version, stamp: str, was_active: bool) -> str:
+    service = plan.service
+    install_dir = plan.install_dir
+    failed = unique_path(plan.backup_dir / f"{install_dir.name}-failed-{version}-{stamp}")
+    try:
+        if service is not None and was_active:
+            try:
+                service.manager.stop(service.unit)
+            except UpdatesError as exc:
+                log.warning("stopping %s for the rollback failed: %s", service.unit, exc)
+        if install_dir.exists():
+            install_dir.rename(failed)
+        backup.rename(install_dir)
+        fsync_dir(install_dir.parent)
+    except OSError as exc:
+        return f"; ROLLBACK FAILED ({exc}); the previous directory is {backup}"
+    note = f"; rolled back to the previous directory (the failed one is kept as {failed})"
+    return note + restart_after_undo(service, was_active)

@@ -1,0 +1,179 @@
+"""The update flow shared by the GitHub-release modules (atuin, filebrowser, gogs).
+
+Contract:
+- `open_context(common)` builds the HTTP session (token from the args' variable, sent to the API host
+  only), the release client with its ETag cache in `<state_dir>/github/` (not written in dry-run) and the
+  machine's platform (args may override arch/libc).
+- `decide(...)` is the pure version decision: up to date, install (upgrade or allowed fresh install), not
+  installed (and not allowed), or installed is newer (never a silent downgrade; a pinned downgrade is an
+  error).
+- `update_binaries(ctx, repo, components)` runs the whole flow for tools that are single binaries in a
+  tar.gz: one release lookup, then per component: installed version, decision, asset choice, digest,
+  download, exact-member extraction, `install_binary` (with service stop/start, health and undo).
+  Dry-run stops after the digest lookup and reports what it would do.
+It returns the module result `{"changed": bool, "summary": str}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from .assets import Platform, choose_asset, detect_platform, libc_order
+from .download import check_verifiable, downloaded, expected_digest
+from .extract import extract_file
+from .http import make_session
+from .install import BinaryInstall, install_binary, installed_version
+from .release_args import ArgsError, CommonArgs
+from .releases import GitHubReleases, Release, ReleaseError, ReleaseQuery, Version
+from .service import HealthCheck, ServiceManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    common: CommonArgs
+    session: requests.Session
+    releases: GitHubReleases
+    platform: Platform
+    libcs: tuple[str, ...]  # libc flavours to accept, best first
+
+    def backup_dir(self) -> Path:
+        return self.common.backup_dir or self.common.state_dir / "backups"
+
+    def services(self) -> ServiceManager:
+        return ServiceManager.from_args(self.common.service_command)
+
+    def health(self, url: str, accept: Callable[[str], bool]) -> HealthCheck:
+        return HealthCheck(url, accept, self.common.health_timeout, self.common.health_interval)
+
+
+def open_context(common: CommonArgs, libc_preference: str = "gnu") -> Context:
+    api_host = urlsplit(common.api_url).hostname
+    session = make_session(
+        token=os.environ.get(common.token_env) or None,
+        token_host=api_host,
+        retries=common.http_retries,
+        backoff=common.http_backoff,
+    )
+    client = GitHubReleases(
+        session, common.api_url, common.state_dir / "github", write_cache=not common.dry_run
+    )
+    platform = detect_platform(common.arch, None if common.libc == "auto" else common.libc)
+    libcs = [common.libc] if common.libc != "auto" else libc_order(platform.libc, libc_preference)
+    return Context(common, session, client, platform, tuple(libcs))
+
+
+def lookup(ctx: Context, repo: str) -> tuple[Release, Version]:
+    """The release to install (latest or pinned) and its version."""
+    result = ctx.releases.lookup(ReleaseQuery(repo, ctx.common.version, ctx.common.include_prereleases))
+    version = result.release.version
+    if version is None:
+        raise ReleaseError(f"{repo}: release tag {result.release.tag!r} is not a version")
+    log.info("%s: release %s%s", repo, result.release.tag, " (not modified)" if result.not_modified else "")
+    return result.release, version
+
+
+@dataclass(frozen=True)
+class Decision:
+    install: bool
+    summary: str
+
+
+def decide(
+    name: str,
+    installed: Version | None,
+    target: Version,
+    *,
+    install_missing: bool,
+    pinned: bool,
+    final: Version | None = None,
+) -> Decision:
+    """What to do about `name`: see the module docstring."""
+    if installed is None:
+        if install_missing:
+            return Decision(True, f"installed {target}")
+        return Decision(False, f"not installed; set install_missing to install {target}")
+    if installed == target:
+        note = ""
+        if final is not None and installed >= final:
+            note = f"; upstream archived the project after v{final}, no further releases will come"
+        return Decision(False, f"up to date ({installed}){note}")
+    if installed > target:
+        if pinned:
+            raise ReleaseError(
+                f"{name} {installed} is installed; refusing to downgrade to the pinned {target}"
+            )
+        return Decision(False, f"installed {installed} is newer than the latest release {target}; left alone")
+    return Decision(True, f"{installed} -> {target}")
+
+
+@dataclass(frozen=True)
+class BinaryComponent:
+    name: str
+    asset_names: Callable[[Platform, Version, Sequence[str]], list[str]]  # platform, version, libcs
+    member: Callable[[str], str]  # asset name -> path of the binary inside the archive
+    checksum_files: Callable[[str, Version], list[str]]  # asset name, version -> checksum file names
+    plan: BinaryInstall
+
+
+def join_summaries(parts: Sequence[tuple[str, str]]) -> str:
+    if len(parts) == 1:
+        return parts[0][1]
+    return "; ".join(f"{name} {summary}" for name, summary in parts)
+
+
+def update_binaries(
+    ctx: Context, repo: str, components: Sequence[BinaryComponent], *, final: Version | None = None
+) -> dict[str, object]:
+    release, version = lookup(ctx, repo)
+    common = ctx.common
+    parts: list[tuple[str, str]] = []
+    changed = False
+    for comp in components:
+        target = comp.plan.target
+        current = installed_version(target, comp.plan.probe)
+        decision = decide(
+            comp.name,
+            current,
+            version,
+            install_missing=common.install_missing,
+            pinned=bool(common.version),
+            final=final,
+        )
+        if not decision.install:
+            parts.append((comp.name, decision.summary))
+            continue
+        asset = choose_asset(release, comp.asset_names(ctx.platform, version, ctx.libcs), ctx.platform)
+        expected = expected_digest(ctx.session, release, asset, comp.checksum_files(asset.name, version))
+        check_verifiable(asset, expected, allow_unverified=common.allow_unverified)
+        if common.dry_run:
+            parts.append(
+                (
+                    comp.name,
+                    f"would install {decision.summary} from {asset.name} (SHA-256 from {expected.source})",
+                )
+            )
+            continue
+        if not target.parent.is_dir():
+            raise ArgsError(f"{target.parent} does not exist; create it or change the binary path arg")
+        with downloaded(
+            ctx.session, asset, target.parent, expected, allow_unverified=common.allow_unverified
+        ) as archive:
+            new_file = extract_file(archive, comp.member(asset.name), target.parent)
+            try:
+                install_binary(comp.plan, new_file, version, current)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    new_file.unlink()
+        changed = True
+        parts.append((comp.name, decision.summary))
+    return {"changed": changed, "summary": join_summaries(parts)}

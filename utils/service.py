@@ -1,0 +1,120 @@
+"""Service control through a configurable command, and bounded health polling.
+
+Contract:
+- `ServiceManager(command)` runs `<command> stop|start|is-active --quiet <unit>` through `utils.proc.run`;
+  the command is an argument list (default `["systemctl"]`), so tests and non-systemd hosts pass their own.
+- `poll_health(check)` asks `check.url` until it answers 200 with a body `check.accept` approves, or until
+  `check.timeout_s` has passed; then it raises `HealthError` with the last reason seen. It never sends a
+  token and never retries inside one attempt (the loop is the retry).
+- Body rules for the three tools live here as small pure functions (`json_status`, `gogs_database_ok`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import requests
+
+from .errors import UpdatesError
+from .http import make_session
+from .proc import run
+
+log = logging.getLogger(__name__)
+
+
+class HealthError(UpdatesError):
+    """The service did not report healthy within the allowed time."""
+
+
+@dataclass(frozen=True)
+class ServiceManager:
+    command: tuple[str, ...] = ("systemctl",)
+    timeout: float = 120.0
+
+    @classmethod
+    def from_args(cls, command: Sequence[str] | None) -> ServiceManager:
+        if not command:
+            return cls()
+        return cls(tuple(str(part) for part in command))
+
+    def is_active(self, unit: str) -> bool:
+        return (
+            run([*self.command, "is-active", "--quiet", unit], timeout=self.timeout, check=False).returncode
+            == 0
+        )
+
+    def stop(self, unit: str) -> None:
+        log.info("stopping %s", unit)
+        run([*self.command, "stop", unit], timeout=self.timeout)
+
+    def start(self, unit: str) -> None:
+        log.info("starting %s", unit)
+        run([*self.command, "start", unit], timeout=self.timeout)
+
+
+def json_status(expected: str) -> Callable[[str], bool]:
+    """Accept a JSON body whose `status` field equals `expected` (`{"status":"OK"}`)."""
+
+    def accept(body: str) -> bool:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return False
+        return isinstance(data, dict) and data.get("status") == expected
+
+    accept.__doc__ = f'JSON body with "status": "{expected}"'
+    return accept
+
+
+def gogs_database_ok(body: str) -> bool:
+    """Gogs' `/healthcheck` body: `* Database connection: OK` (0.14 answers 200 with an error body)."""
+    return any(line.strip() == "* Database connection: OK" for line in body.splitlines())
+
+
+gogs_database_ok.__doc__ = "body line '* Database connection: OK'"
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    url: str
+    accept: Callable[[str], bool]
+    timeout_s: float = 60.0
+    interval_s: float = 1.0
+    session_factory: Callable[[], requests.Session] = field(
+        default=lambda: make_session(retries=0, timeout=(2.0, 5.0)), compare=False
+    )
+
+
+def poll_health(
+    check: HealthCheck,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return once `check.url` is healthy; raise `HealthError` after `check.timeout_s`."""
+    deadline = clock() + check.timeout_s
+    reason = "no answer yet"
+    session = check.session_factory()
+    try:
+        while True:
+            try:
+                response = session.get(check.url, allow_redirects=False)
+                body = response.text
+                if response.status_code != 200:
+                    reason = f"HTTP {response.status_code}: {body.strip()[:120]!r}"
+                elif not check.accept(body):
+                    reason = f"unhealthy body {body.strip()[:120]!r} (want {check.accept.__doc__})"
+                else:
+                    log.info("%s is healthy", check.url)
+                    return
+            except requests.RequestException as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if clock() >= deadline:
+                raise HealthError(f"{check.url} not healthy after {check.timeout_s:g} s: {reason}")
+            sleep(min(check.interval_s, max(0.0, deadline - clock())))
+    finally:
+        session.close()
