@@ -3,8 +3,9 @@
 Contract: inside `with deadline(seconds):` a `ModuleTimeout` is raised in the main thread once `seconds`
 have passed. Deadlines nest (a child module's limit inside its parent's): the inner block never extends the
 outer one, and the outer alarm and handler are put back exactly in `finally`, with the outer timer's
-remaining time reduced by what the inner block used. Off the main thread, where signals cannot be
-delivered, the block runs without a limit and the caller is told so through the return value.
+remaining time reduced by what the inner block used. The `ModuleTimeout` names the `Deadline` that
+expired (`owner`), so an inner boundary can tell its own timeout from an outer one it must let through.
+Off the main thread, where signals cannot be delivered, the block runs without a limit (yields None).
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ def _can_use_signals() -> bool:
     return threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
 
 
+class Deadline:
+    """One enforced time limit; identity only, carried by the ModuleTimeout it raises."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
 @contextlib.contextmanager
-def deadline(seconds: float | None) -> Iterator[bool]:
-    """Enforce `seconds` (None: no limit) on the block; yields whether the limit is enforced."""
+def deadline(seconds: float | None) -> Iterator[Deadline | None]:
+    """Enforce `seconds` (None: no limit) on the block; yields the Deadline, or None when not enforced."""
     if not seconds or not _can_use_signals():
-        yield False
+        yield None
         return
+    me = Deadline(seconds)
     previous_handler: Any = signal.getsignal(signal.SIGALRM)
     outer_remaining, _interval = signal.getitimer(signal.ITIMER_REAL)
     started = time.monotonic()
@@ -37,7 +46,7 @@ def deadline(seconds: float | None) -> Iterator[bool]:
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         if ours:
-            raise ModuleTimeout(seconds)
+            raise ModuleTimeout(seconds, owner=me)
         # The enclosing deadline is the earlier one: let its handler decide.
         if callable(previous_handler):
             previous_handler(signum, frame)
@@ -45,7 +54,7 @@ def deadline(seconds: float | None) -> Iterator[bool]:
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds if ours else outer_remaining)
     try:
-        yield True
+        yield me
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous_handler)

@@ -55,6 +55,7 @@ class ModuleTimeout(BaseException):
     It derives from BaseException so that a module's own `except Exception` cannot swallow it.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, owner: object = None) -> None:
         super().__init__(f"timed out after {seconds:g} s")
         self.seconds = seconds
+        self.owner = owner  # the deadline that expired, so nested boundaries let an outer one through

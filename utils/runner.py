@@ -204,6 +204,7 @@ class Runner:
 
     def _call(self, entry: Entry) -> ModuleResult:
         started = time.monotonic()
+        limit = None
         result = ModuleResult(entry.name, FAILED)
         # Appended before the call so that children run through run_children() are listed after it.
         self.results.append(result)
@@ -218,7 +219,7 @@ class Runner:
                 "dry_run": self.options.dry_run,
                 "state_dir": str(state_dir),
             }
-            with self._stdout_guard(), isolated(), deadline(entry.timeout):
+            with self._stdout_guard(), isolated(), deadline(entry.timeout) as limit:
                 main = load_main(entry.name, self.paths.module_dir(entry.name))
                 returned = main(args)
             result.status, result.summary = classify(returned)
@@ -226,6 +227,13 @@ class Runner:
             result.error = "interrupted"
             log.error("%s: interrupted", entry.name)
             raise
+        except ModuleTimeout as exc:
+            result.error = str(exc)
+            if exc.owner is not limit:  # an enclosing module's deadline: it must reach that module
+                result.error = f"stopped: the parent module {exc}"
+                log.error("%s: %s", entry.name, result.error)
+                raise
+            log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
         except (ChecksumError, ModuleLoadError) as exc:
             result.error = str(exc)
             log.error("%s: not run: %s", entry.name, exc, exc_info=exc.__cause__ is not None)

@@ -1,0 +1,194 @@
+"""Manifest parsing, validation messages, and atomic order-preserving writes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from orchestrator_support import OK_MODULE, add_module, group, write_manifest
+from updates.utils.errors import ManifestError
+from updates.utils.manifest import load_manifest, update_entry, validate
+from updates.utils.paths import Paths
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    # Messages show the manifest relative to the working directory, as an operator in the root sees it.
+    monkeypatch.chdir(tmp_path)
+
+
+def paths_for(root):
+    return Paths.create(root, environ={})
+
+
+def error_of(root) -> str:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(paths_for(root))
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_valid_manifest_loads_entries_in_order(tmp_path):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    add_module(tmp_path, "beta", OK_MODULE)
+    write_manifest(tmp_path, [group(["beta", "alpha"]), {"name": "alpha", "timeout": 5},
+                              {"name": "beta", "enabled": False, "args": {"x": 1}}])
+    manifest = load_manifest(paths_for(tmp_path))
+    assert list(manifest.entries) == ["all_services", "alpha", "beta"]
+    assert manifest.entries["all_services"].is_group
+    assert manifest.entries["alpha"].timeout == 5.0
+    assert manifest.entries["beta"].enabled is False
+    assert manifest.entries["beta"].args == {"x": 1}
+    assert manifest.descendants("all_services") == ["beta", "alpha"]
+
+
+def test_malformed_json_names_line_and_column(tmp_path):
+    (tmp_path / "manifest.json").write_text('{\n  "updates": [\n    {"name": "a",}\n  ]\n}\n')
+    message = error_of(tmp_path)
+    assert message.startswith("manifest.json: line 3 column") or "manifest.json: line 3 column" in message
+
+
+def test_duplicate_json_key_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"updates": [], "entrypoint": "a", "entrypoint": "b"}')
+    assert "duplicate key 'entrypoint'" in error_of(tmp_path)
+
+
+def test_missing_file(tmp_path):
+    assert "no such file" in error_of(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("entries", "entrypoint", "expected"),
+    [
+        ([group(["gogz"])], "all_services", 'updates[0].children[0]: no entry named "gogz"'),
+        ([group([]), group([], name="all_services")], "all_services", "duplicate name 'all_services'"),
+        ([group([])], "everything", 'entrypoint: no entry named "everything"'),
+        ([group(["b"]), group(["c"], "b"), group(["b"], "c")], "all_services", "cycle b -> c -> b"),
+        ([group(["all_services"])], "all_services", "cycle all_services -> all_services"),
+        ([{"name": "Bad-Name", "children": []}], "all_services", "'Bad-Name' is not a safe name"),
+        ([{"name": "../etc", "children": []}], "all_services", "is not a safe name"),
+        ([{"name": "utils", "children": []}], "all_services", "'utils' is reserved"),
+        ([group(["ghost"]), {"name": "ghost"}], "all_services", "updates[1]: module directory ghost/ is missing"),
+        ([group([]), {"children": []}], "all_services", "updates[1].name: required"),
+        ([group([]), {"name": "x", "version": 3, "children": []}], "all_services", "updates[1].version: must be a string"),
+        ([group([]), {"name": "x", "enabled": "yes", "children": []}], "all_services", "updates[1].enabled: must be true"),
+        ([group([]), {"name": "x", "checksum": "ABC", "children": []}], "all_services", "updates[1].checksum: must be 64"),
+        ([group([]), {"name": "x", "timeout": -1, "children": []}], "all_services", "updates[1].timeout: must be a positive"),
+        ([group([]), {"name": "x", "timeout": True, "children": []}], "all_services", "updates[1].timeout"),
+        ([group([]), {"name": "x", "args": [], "children": []}], "all_services", "updates[1].args: must be an object"),
+        ([group([]), {"name": "x", "args": {"dry_run": False}, "children": []}], "all_services",
+         "updates[1].args.dry_run: reserved key"),
+        ([group([]), {"name": "x", "children": "a"}], "all_services", "updates[1].children: must be an array"),
+        ([group(["x", "x"]), group([], "x")], "all_services", 'updates[0].children[1]: "x" is listed twice'),
+        ([group([]), {"name": "x", "lastApplied": "yesterday", "children": []}], "all_services",
+         "updates[1].lastApplied: not an ISO 8601"),
+        ([group([]), "just a string"], "all_services", "updates[1]: must be an object"),
+    ],
+)
+def test_each_validation_error_is_one_line_naming_the_place(tmp_path, entries, entrypoint, expected):
+    write_manifest(tmp_path, entries, entrypoint)
+    message = error_of(tmp_path)
+    assert message.startswith("manifest.json: ")
+    assert expected in message
+
+
+def test_module_without_index_py(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "__init__.py").write_text("")
+    write_manifest(tmp_path, [group(["half"]), {"name": "half"}])
+    assert "updates[1]: half/index.py is missing" in error_of(tmp_path)
+
+
+def test_unreachable_entries_are_validated_too(tmp_path):
+    write_manifest(tmp_path, [group([]), {"name": "orphan"}])
+    assert "orphan/ is missing" in error_of(tmp_path)
+
+
+def test_top_level_shape(tmp_path):
+    (tmp_path / "manifest.json").write_text("[]")
+    assert "top level must be a JSON object" in error_of(tmp_path)
+    assert validate({"entrypoint": "x"}, tmp_path) == ["updates: must be an array of entries, not null"]
+
+
+def test_several_problems_are_counted(tmp_path):
+    write_manifest(tmp_path, [group(["a", "b"])])
+    assert "(and 1 more" in error_of(tmp_path)
+
+
+def test_update_entry_keeps_order_unknown_fields_and_indentation(tmp_path):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    original = {
+        "comment": "top-level unknown field",
+        "updates": [
+            {"name": "all_services", "children": ["alpha"], "x-owner": "ops"},
+            {"name": "alpha", "version": "1.0", "lastApplied": None, "custom": {"nested": [1, 2.5, "é"]}},
+        ],
+        "entrypoint": "all_services",
+    }
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(original, indent=2, ensure_ascii=False) + "\n")
+    update_entry(path, "alpha", {"lastApplied": "2024-06-10T15:23:00Z"})
+    text = path.read_text()
+    expected = json.loads(json.dumps(original))
+    expected["updates"][1]["lastApplied"] = "2024-06-10T15:23:00Z"
+    assert text == json.dumps(expected, indent=2, ensure_ascii=False) + "\n"
+    assert list(json.loads(text)["updates"][1]) == ["name", "version", "lastApplied", "custom"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_update_entry_keeps_file_mode(tmp_path):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    path = write_manifest(tmp_path, [group(["alpha"]), {"name": "alpha"}])
+    path.chmod(0o600)
+    update_entry(path, "alpha", {"version": "2"})
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_update_entry_unknown_name(tmp_path):
+    path = write_manifest(tmp_path, [group([])])
+    with pytest.raises(ManifestError, match='no entry named "nope"'):
+        update_entry(path, "nope", {"version": "1"})
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import conftest  # registers the package
+    from updates.utils.manifest import update_entry
+    path = sys.argv[1]
+    i = 0
+    print("ready", flush=True)
+    while True:
+        i += 1
+        update_entry(__import__("pathlib").Path(path), "alpha", {{"version": str(i), "blob": "x" * 200000}})
+    """
+)
+
+
+def test_sigkill_during_writes_leaves_a_whole_file(tmp_path):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    path = write_manifest(tmp_path, [group(["alpha"]), {"name": "alpha", "version": "0"}])
+    tests_dir = str(__import__("pathlib").Path(__file__).parent)
+    for attempt in range(8):
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER.format(tests=tests_dir), str(path)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.05 + attempt * 0.037)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        data = json.loads(path.read_text())  # never a torn file
+        alpha = data["updates"][1]
+        assert alpha["name"] == "alpha"
+        assert alpha["version"] == "0" or alpha["blob"] == "x" * 200000
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # A killed writer may leave its temp file; it is never the manifest itself.
+    assert all(name.startswith(".manifest.json.") for name in leftovers)
