@@ -5,8 +5,9 @@ refuses the whole archive: absolute names, `..` components, symbolic and hard li
 duplicate names raise `ExtractError`. Only regular files and directories are accepted.
 - `extract_file` copies one member, named by its exact path, into a new temporary file in `dest_dir`
   (streamed, constant memory) with the given mode, and returns that file's path; the caller renames it.
-- `extract_tree` recreates everything under one top directory of the archive in a new directory `dest`
-  (which must not exist yet); files get 0755 or 0644 (no setuid/setgid/sticky, no group/other write).
+- `extract_tree` recreates everything under one top directory of the archive in `dest` (a new or an
+  empty directory, which is removed again on failure); files get 0755 or 0644 (no setuid/setgid/sticky,
+  no group/other write).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def extract_file(archive: Path, member: str, dest_dir: Path, *, mode: int = 0o75
 
 
 def extract_tree(archive: Path, top: str, dest: Path) -> None:
-    """Recreate the archive's `top/` directory as the new directory `dest`."""
+    """Recreate the archive's `top/` directory as `dest` (new or empty)."""
     top = top.strip("/")
     with _open(archive) as tar:
         members = _checked_members(archive, tar)
@@ -110,7 +111,10 @@ def extract_tree(archive: Path, top: str, dest: Path) -> None:
         outside = [n for n in members if n != top and not n.startswith(top + "/")]
         if outside:
             raise ExtractError(f"{archive.name}: members outside {top + '/'}: {', '.join(outside[:5])}")
-        dest.mkdir(mode=0o755)
+        dest.mkdir(mode=0o755, exist_ok=True)
+        if any(dest.iterdir()):
+            raise ExtractError(f"{dest} is not empty; refusing to extract into it")
+        dest.chmod(0o755)
         try:
             for name in sorted(members):  # parents sort before their children
                 info = members[name]

@@ -1,0 +1,13 @@
+"""Keep the filebrowser binary current from its GitHub releases, backing up its database first."""
+# ruff: noqa: PTH100, PTH118, PTH120 - DESIGN.md prescribes this exact os.path form for module __init__ files
+import os
+
+from ..utils.index import compute_folder_sha256
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    with open(os.path.join(_HERE, "checksum"), encoding="ascii") as _fh:
+        CHECKSUM = _fh.read().strip() or None
+except FileNotFoundError:
+    CHECKSUM = None
+LIVE_CHECKSUM = compute_folder_sha256(_HERE)

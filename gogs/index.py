@@ -1,0 +1,122 @@
+"""Update module `gogs`: upgrade the gogs application directory the way gogs documents it.
+
+Contract: `main(args)` looks up gogs/gogs' latest release (or the pinned `version`). When the installed
+`gogs --version` (`Gogs version 0.14.3`) is older, and the step does not skip a minor version (gogs
+supports one minor at a time from 0.12 on), it downloads `gogs_<version>_linux_<arch>.tar.gz` (or the
+`gogs_v<version>_...` spelling), verifies it against the API digest (0.14.x publishes no checksum file on
+GitHub) or `checksum_sha256.txt`, unpacks it safely into a fresh directory beside the installed one,
+checks the new binary's version, stops the service, copies `custom/`, `data/` and `log/` over, switches by
+rename (the old directory stays as the backup), starts the service and waits for `/healthcheck` to say
+`* Database connection: OK`; on failure the old directory is renamed back and the service restarted.
+Args are documented in README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..utils.assets import Platform, choose_asset
+from ..utils.download import check_verifiable, downloaded, expected_digest
+from ..utils.extract import extract_tree
+from ..utils.install import ServicePlan, VersionProbe, installed_version
+from ..utils.install_dir import DirectoryInstall, install_directory
+from ..utils.release_args import ArgsError, path_arg, read_args
+from ..utils.release_update import decide, lookup, open_context
+from ..utils.releases import ReleaseError, Version
+from ..utils.service import gogs_database_ok
+
+log = logging.getLogger(__name__)
+
+REPO = "gogs/gogs"
+PROBE = VersionProbe(("--version",), r"^Gogs version v?(\S+)")
+# 0.14 renamed armv8 to arm64 and dropped armv7; both spellings are the same architecture.
+GO_ARCH = {"x86_64": ["amd64"], "aarch64": ["arm64", "armv8"], "armv7": ["armv7"], "i686": ["386"]}
+OWN_ARGS: dict[str, tuple[Any, Any]] = {
+    "install_dir": ("/home/git/gogs", str),
+    "service": ("gogs", str),
+    "health_url": ("http://127.0.0.1:3000/healthcheck", str),
+    "keep_backups": (2, int),
+}
+
+
+class UpgradePathError(ReleaseError):
+    """The upgrade would skip a minor version, which gogs does not support."""
+
+
+def check_upgrade_path(installed: Version, target: Version) -> None:
+    """Refuse upgrades gogs does not support: below 0.12 go to 0.12 first; then one minor at a time."""
+    pin = "pin 'version' to the newest release of the next minor series, upgrade, then unpin"
+    if installed.minor_series < (0, 12) and target.minor_series > (0, 12):
+        raise UpgradePathError(f"gogs {installed} -> {target}: upgrade to 0.12 first", hint=pin)
+    if target.major == installed.major and target.minor > installed.minor + 1:
+        skipped = f"{installed.major}.{installed.minor + 1}"
+        raise UpgradePathError(
+            f"gogs {installed} -> {target} would skip {skipped}; gogs upgrades one minor version at a time",
+            hint=pin,
+        )
+    if target.major > installed.major and (target.major > installed.major + 1 or target.minor > 0):
+        raise UpgradePathError(f"gogs {installed} -> {target} skips a major series", hint=pin)
+
+
+def asset_names(where: Platform, version: Version) -> list[str]:
+    return [
+        f"gogs_{prefix}{version}_linux_{arch}.tar.gz"
+        for arch in GO_ARCH.get(where.arch, [])
+        for prefix in ("", "v")
+    ]
+
+
+def main(args: dict[str, Any]) -> dict[str, object]:
+    common, own = read_args(args, OWN_ARGS)
+    install_dir = path_arg(own, "install_dir")
+    ctx = open_context(common)
+    release, version = lookup(ctx, REPO)
+    current = installed_version(
+        install_dir / "gogs", PROBE, cwd=install_dir if install_dir.is_dir() else None
+    )
+    decision = decide(
+        "gogs", current, version, install_missing=common.install_missing, pinned=bool(common.version)
+    )
+    if not decision.install:
+        return {"changed": False, "summary": decision.summary}
+    if current is not None:
+        check_upgrade_path(current, version)
+    asset = choose_asset(release, asset_names(ctx.platform, version), ctx.platform)
+    expected = expected_digest(ctx.session, release, asset, ["checksum_sha256.txt"])
+    check_verifiable(asset, expected, allow_unverified=common.allow_unverified)
+    if common.dry_run:
+        return {
+            "changed": False,
+            "summary": f"would install {decision.summary} from {asset.name} (SHA-256 from {expected.source})",
+        }
+    parent = install_dir.parent
+    if not parent.is_dir():
+        raise ArgsError(f"{parent} does not exist; create it or change install_dir")
+    service = None
+    if own["service"]:
+        service = ServicePlan(own["service"], ctx.services(), ctx.health(own["health_url"], gogs_database_ok))
+    plan = DirectoryInstall(
+        install_dir=install_dir,
+        binary="gogs",
+        probe=PROBE,
+        backup_dir=common.backup_dir or parent,
+        keep_backups=own["keep_backups"],
+        service=service,
+    )
+    with downloaded(
+        ctx.session, asset, parent, expected, allow_unverified=common.allow_unverified
+    ) as archive:
+        new_dir = Path(tempfile.mkdtemp(dir=parent, prefix=f".{install_dir.name}-{version}.new-"))
+        try:
+            extract_tree(archive, "gogs", new_dir)
+            install_directory(plan, new_dir, version, current)
+        finally:
+            if new_dir.exists():
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(new_dir)
+    return {"changed": True, "summary": decision.summary}
