@@ -1,0 +1,267 @@
+"""The command line as an operator meets it: real subprocesses of index.py in a real installation."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from orchestrator_support import (
+    CHANGED_MODULE,
+    OK_MODULE,
+    RECORDING_MODULE,
+    add_module,
+    group,
+    install_copy,
+    read_manifest,
+    run_index,
+    write_manifest,
+)
+from updates.utils.cli import main
+
+
+@pytest.fixture
+def install(tmp_path, monkeypatch):
+    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
+    return install_copy(tmp_path / "updates")
+
+
+def test_full_run_as_a_subprocess(install):
+    add_module(install, "alpha", CHANGED_MODULE)
+    add_module(install, "beta", "def main(args):\n    raise OSError('boom')\n")
+    add_module(install, "gamma", RECORDING_MODULE)
+    write_manifest(install, [group(["alpha", "beta", "gamma"]), {"name": "alpha"}, {"name": "beta"},
+                             {"name": "gamma"}])
+    proc = run_index(install, "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(m["name"], m["status"]) for m in report["modules"]] == [
+        ("alpha", "changed"), ("beta", "failed"), ("gamma", "ok")]
+    assert proc.stderr.strip().splitlines() == ["error: beta: failed: OSError: boom"]
+    assert read_manifest(install)["updates"][1]["lastApplied"]
+    # Nothing was compiled into the module directories.
+    assert not list(install.glob("*/__pycache__"))
+
+
+def test_cwd_name_does_not_matter_and_default_command_is_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
+    install = install_copy(tmp_path / "main")  # a checkout folder not called "updates"
+    add_module(install, "alpha", OK_MODULE)
+    write_manifest(install, [group(["alpha"]), {"name": "alpha"}])
+    proc = subprocess.run([sys.executable, str(install / "index.py"), "-q"], cwd="/", capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("alpha: ok ")
+
+
+def test_second_run_while_the_lock_is_held_exits_75(install):
+    add_module(install, "alpha", RECORDING_MODULE)
+    write_manifest(install, [group(["alpha"]), {"name": "alpha"}])
+    (install / "state").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys, time\n"
+         "fh = open(sys.argv[1], 'a')\n"
+         "fcntl.flock(fh, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True)\n"
+         "time.sleep(60)\n",
+         str(install / "state" / "updates.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        proc = run_index(install)
+        assert proc.returncode == 75
+        assert "another run holds the lock" in proc.stderr
+        assert not (install / "state" / "modules" / "alpha" / "calls.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_index(install).returncode == 0  # released when the holder died
+
+
+def test_lock_held_in_process(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
+    from updates.utils.lock import run_lock
+    from updates.utils.paths import Paths
+
+    add_module(tmp_path, "alpha", OK_MODULE)
+    write_manifest(tmp_path, [group(["alpha"]), {"name": "alpha"}])
+    with run_lock(Paths.create(tmp_path, environ={})):
+        assert main(["run"], root=tmp_path) == 75
+    assert main(["run"], root=tmp_path) == 0
+
+
+def test_ctrl_c_during_a_module_prints_summary_and_exits_130(install):
+    add_module(install, "first", CHANGED_MODULE)
+    add_module(install, "sleeper", "import time\ndef main(args):\n    print('sleeping', flush=True)\n    time.sleep(60)\n")
+    add_module(install, "never", RECORDING_MODULE)
+    write_manifest(install, [group(["first", "sleeper", "never"]), {"name": "first"}, {"name": "sleeper"},
+                             {"name": "never"}])
+    proc = subprocess.Popen([sys.executable, str(install / "index.py")], cwd=install, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "sleeping"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    lines = out.splitlines()
+    assert lines[0].startswith("first: changed (1.0 -> 1.1)")
+    assert lines[1].startswith("sleeper: failed (interrupted)")
+    assert "(interrupted)" in lines[-1]
+    assert "sleeper: interrupted" in err
+    assert not (install / "state" / "modules" / "never" / "calls.jsonl").exists()
+    entries = {e["name"]: e for e in read_manifest(install)["updates"]}
+    assert entries["first"].get("lastApplied")
+    assert not entries["sleeper"].get("lastApplied")
+
+
+def test_sigkill_mid_run_leaves_a_valid_manifest_and_frees_the_lock(install):
+    add_module(install, "sleeper", "import time\ndef main(args):\n    print('in', flush=True)\n    time.sleep(60)\n")
+    write_manifest(install, [group(["sleeper"]), {"name": "sleeper"}])
+    before = (install / "manifest.json").read_bytes()
+    proc = subprocess.Popen([sys.executable, str(install / "index.py")], cwd=install, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"in"
+    proc.kill()
+    proc.wait(timeout=10)
+    assert (install / "manifest.json").read_bytes() == before
+    add_module(install, "sleeper", OK_MODULE)
+    assert run_index(install).returncode == 0
+
+
+def test_help_does_not_import_requests(install):
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = [{str(install / 'index.py')!r}, '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({str(install / 'index.py')!r}, run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print('REQUESTS' if 'requests' in sys.modules else 'CLEAN', code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.stdout.strip().splitlines()[-1] == "CLEAN 0"
+    assert "usage: index.py" in proc.stdout
+
+
+def test_usage_errors_exit_2(install):
+    write_manifest(install, [group([])])
+    proc = run_index(install, "--bogus")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: index.py: unrecognized arguments: --bogus")
+    assert run_index(install, "status", "--dry-run").returncode == 2
+
+
+def test_global_options_before_the_command(install):
+    add_module(install, "alpha", OK_MODULE)
+    write_manifest(install, [group(["alpha"]), {"name": "alpha"}])
+    proc = run_index(install, "-q", "status", "--json")
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["modules"][1]["checksum"] == "ok"
+
+
+def test_status_shows_versions_and_checksum_state(install):
+    add_module(install, "alpha", OK_MODULE)
+    broken = add_module(install, "beta", OK_MODULE)
+    (broken / "extra.py").write_text("x = 1\n")
+    add_module(install, "gamma", OK_MODULE, seal=False)
+    write_manifest(install, [group(["alpha", "beta", "gamma"]),
+                             {"name": "alpha", "version": "1.2", "lastSafeVersion": "1.1",
+                              "lastApplied": "2024-06-10T15:23:00Z"},
+                             {"name": "beta", "enabled": False}, {"name": "gamma"}])
+    proc = run_index(install, "status")
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ENABLED", "VERSION", "LAST", "SAFE", "LAST", "APPLIED", "CHECKSUM"]
+    assert lines[2].split() == ["alpha", "yes", "1.2", "1.1", "2024-06-10T15:23:00Z", "ok"]
+    assert lines[3].split() == ["beta", "no", "-", "-", "never", "mismatch"]
+    assert lines[4].split()[-3:] == ["no", "checksum", "file"]
+    # Columns are aligned: every row starts its CHECKSUM column at the same offset.
+    offset = lines[0].index("CHECKSUM")
+    assert all(len(line) > offset and line[offset - 2:offset] == "  " for line in lines[1:])
+
+
+def test_verify_reports_every_module_and_changes_nothing(install):
+    add_module(install, "alpha", OK_MODULE)
+    beta = add_module(install, "beta", OK_MODULE)
+    (beta / "index.py").write_text("def main(args):\n    return 1\n")
+    write_manifest(install, [group(["alpha", "beta"]), {"name": "alpha"}, {"name": "beta"}])
+    before = (install / "manifest.json").read_bytes()
+    proc = run_index(install, "verify")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[:2] == ["alpha: ok", "beta: mismatch"]
+    assert (install / "manifest.json").read_bytes() == before
+    write_manifest(install, [group(["alpha", "nope"]), {"name": "alpha"}, {"name": "beta"}])
+    proc = run_index(install, "verify")
+    assert proc.returncode == 2
+    assert proc.stdout.strip() == 'manifest.json: updates[0].children[1]: no entry named "nope"'
+
+
+def test_malformed_manifest_via_cli(install):
+    (install / "manifest.json").write_text('{"updates": [\n  {"name": "a"\n')
+    proc = run_index(install)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: manifest.json: line 3 column 1:")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_checksummer_writes_and_checks(install):
+    alpha = add_module(install, "alpha", OK_MODULE, seal=False)
+    add_module(install, "beta", OK_MODULE)
+    write_manifest(install, [group(["alpha", "beta"]), {"name": "alpha", "checksum": None, "note": "kept"},
+                             {"name": "beta"}])
+    checker = [sys.executable, str(install / "utils" / "checksummer.py")]
+    proc = subprocess.run([*checker, "--check"], cwd=install, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("alpha: checksum file says nothing, directory is ")
+    proc = subprocess.run(checker, cwd=install, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    digest = (alpha / "checksum").read_text().strip()
+    assert f"alpha: {digest} (updated checksum file and manifest)" in proc.stdout
+    entry = read_manifest(install)["updates"][1]
+    assert entry == {"name": "alpha", "checksum": digest, "note": "kept"}
+    proc = subprocess.run([*checker, "--check"], cwd=install, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "all 2 checksums current"
+    (alpha / "index.py").write_text("def main(args):\n    pass  # edited\n")
+    proc = subprocess.run([*checker, "--check", "alpha"], cwd=install, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 1 and "manifest says" in proc.stdout
+    proc = subprocess.run([*checker, "nope"], cwd=install, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "not a module in the manifest: nope" in proc.stderr
+    assert not list(install.glob("*/__pycache__"))
+
+
+def test_log_file_gets_the_traceback_terminal_one_line(install):
+    add_module(install, "bad", "def main(args):\n    {}['missing']\n")
+    write_manifest(install, [group(["bad"]), {"name": "bad"}])
+    proc = run_index(install)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: bad: failed: KeyError: 'missing'"
+    text = (install / "state" / "logs" / "updates.log").read_text()
+    assert "Traceback (most recent call last)" in text and "KeyError" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make the state dir unwritable for root-like checks")
+def test_unwritable_log_dir_still_runs(install):
+    add_module(install, "alpha", OK_MODULE)
+    write_manifest(install, [group(["alpha"]), {"name": "alpha"}])
+    state = install / "state"
+    state.mkdir()
+    (state / "logs").write_text("a file where the log directory should be")
+    proc = run_index(install)
+    assert proc.returncode == 0
+    assert "cannot open the log file" in proc.stderr
+
+
+def test_fifty_modules_all_run_and_are_reported(install):
+    # Speed is measured by bench/orchestrator.py; this checks only that a long manifest runs through.
+    names = [f"m{i:02d}" for i in range(50)]
+    for name in names:
+        add_module(install, name, OK_MODULE)
+    write_manifest(install, [group(names), *({"name": n} for n in names)])
+    proc = run_index(install, "--json")
+    assert proc.returncode == 0
+    assert [m["name"] for m in json.loads(proc.stdout)["modules"]] == names
