@@ -1,0 +1,228 @@
+"""Notifications about a run: a webhook receiving the JSON run report, and a healthchecks-style ping.
+
+Contract:
+- The manifest may hold an optional top-level object
+  `"notify": {"webhook": {"url": URL, "on": "failure"|"change"|"always", "timeout": SECONDS},
+  "ping": URL, "metrics_file": "/abs/path.prom"}`; every key is optional. `validate_notify(obj)` returns
+  its problems as `notify.webhook.url: ...` strings (empty list: valid), and `NotifyConfig.parse` turns a
+  valid object into a `NotifyConfig`.
+- `ping_start(cfg, session_factory)` GETs `<ping>/start` when a run begins; `notify_finished(cfg, report,
+  exit_ok, changed, session_factory)` POSTs `report` as JSON to the webhook when `on` asks for it (`failure`:
+  the run failed; `change`: the run failed or a module changed something; `always`), and pings `<ping>` on
+  success or `<ping>/fail` on failure with a one-line summary as the body.
+- Delivery never changes a run's outcome: any error (timeout, refused connection, HTTP >= 400) is logged
+  and swallowed; the functions return what happened for the caller's log and for tests. Timeouts are short
+  (connect 3 s, read 5 s by default) and retries few, so a dead receiver costs seconds, not the night.
+- URLs may carry secrets (a ping UUID, a webhook token): logs show only scheme and host.
+- `requests` is imported lazily, so importing this module costs nothing when no notification is set up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+ON_VALUES = ("failure", "change", "always")
+DEFAULT_ON = "failure"
+DEFAULT_TIMEOUT = 5.0
+MAX_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 3.0
+RETRIES = 1
+_KEYS = {"webhook", "ping", "metrics_file"}
+_WEBHOOK_KEYS = {"url", "on", "timeout"}
+
+SessionFactory = Callable[..., Any]
+
+
+def _url_problem(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL, got {value!r}"
+    if any(c.isspace() for c in value):
+        return "must not contain whitespace"
+    return None
+
+
+def _timeout_problem(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "must be a number of seconds"
+    if not 0 < value <= MAX_TIMEOUT:
+        return f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds"
+    return None
+
+
+def validate_notify(obj: object, where: str = "notify") -> list[str]:
+    """Problems in a manifest's `notify` object, each as `notify.<key>: <what is wrong>`."""
+    if not isinstance(obj, Mapping):
+        return [f"{where}: must be an object"]
+    problems = [f"{where}.{key}: unknown key" for key in obj if key not in _KEYS]
+    if "webhook" in obj:
+        hook = obj["webhook"]
+        if not isinstance(hook, Mapping):
+            problems.append(f"{where}.webhook: must be an object with at least a url")
+        else:
+            problems += [f"{where}.webhook.{key}: unknown key" for key in hook if key not in _WEBHOOK_KEYS]
+            if "url" not in hook:
+                problems.append(f"{where}.webhook.url: required")
+            elif problem := _url_problem(hook["url"]):
+                problems.append(f"{where}.webhook.url: {problem}")
+            if "on" in hook and hook["on"] not in ON_VALUES:
+                allowed = ", ".join(ON_VALUES)
+                problems.append(f"{where}.webhook.on: must be one of {allowed}, got {hook['on']!r}")
+            if "timeout" in hook and (problem := _timeout_problem(hook["timeout"])):
+                problems.append(f"{where}.webhook.timeout: {problem}")
+    if "ping" in obj and (problem := _url_problem(obj["ping"])):
+        problems.append(f"{where}.ping: {problem}")
+    if "metrics_file" in obj:
+        path = obj["metrics_file"]
+        if not isinstance(path, str) or not PurePosixPath(path).is_absolute():
+            problems.append(f"{where}.metrics_file: must be an absolute path")
+        elif not path.endswith(".prom"):
+            problems.append(f"{where}.metrics_file: must end in .prom (node_exporter reads only *.prom)")
+    return problems
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    webhook_url: str | None = None
+    webhook_on: str = DEFAULT_ON
+    webhook_timeout: float = DEFAULT_TIMEOUT
+    ping_url: str | None = None
+    metrics_file: str | None = None
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any] | None) -> NotifyConfig:
+        """A config from a valid manifest `notify` object (see `validate_notify`); None: nothing set up."""
+        if not obj:
+            return cls()
+        hook = obj.get("webhook") or {}
+        return cls(
+            webhook_url=hook.get("url"),
+            webhook_on=hook.get("on", DEFAULT_ON),
+            webhook_timeout=float(hook.get("timeout", DEFAULT_TIMEOUT)),
+            ping_url=obj.get("ping"),
+            metrics_file=obj.get("metrics_file"),
+        )
+
+
+def _config(cfg: NotifyConfig | Mapping[str, Any] | None) -> NotifyConfig:
+    return cfg if isinstance(cfg, NotifyConfig) else NotifyConfig.parse(cfg)
+
+
+def redact(url: str) -> str:
+    """`https://hc-ping.com/…`: enough to tell which receiver, without the secret path or query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
+
+
+def _timeouts(total: float) -> tuple[float, float]:
+    return (min(CONNECT_TIMEOUT, total), total)
+
+
+def _default_factory(**kwargs: Any) -> Any:
+    from .http import make_session  # noqa: PLC0415 - requests is loaded only when something is sent
+
+    return make_session(**kwargs)
+
+
+def _send(
+    what: str,
+    method: str,
+    url: str,
+    timeout: float,
+    session_factory: SessionFactory | None,
+    **request: Any,
+) -> bool:
+    """One delivery attempt (with the session's few retries); True when the receiver answered 2xx/3xx."""
+    factory = session_factory or _default_factory
+    timeouts = _timeouts(timeout)
+    try:
+        session = factory(timeout=timeouts, retries=RETRIES)
+        try:
+            response = session.request(method, url, timeout=timeouts, allow_redirects=False, **request)
+        finally:
+            session.close()
+    except Exception as exc:  # a notification must never change the run's outcome
+        log.warning("%s to %s not delivered: %s", what, redact(url), _one_line(exc))
+        return False
+    if response.status_code >= 400:
+        log.warning("%s to %s not delivered: HTTP %d", what, redact(url), response.status_code)
+        return False
+    log.info("%s delivered to %s (HTTP %d)", what, redact(url), response.status_code)
+    return True
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _ping_url(base: str, suffix: str) -> str:
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/") + (f"/{suffix}" if suffix else "")
+    return parts._replace(path=path).geturl()
+
+
+def ping_start(
+    cfg: NotifyConfig | Mapping[str, Any] | None, session_factory: SessionFactory | None = None
+) -> bool | None:
+    """Ping `<ping>/start`; None when no ping is configured, else whether it was delivered."""
+    config = _config(cfg)
+    if not config.ping_url:
+        return None
+    return _send("start ping", "GET", _ping_url(config.ping_url, "start"), DEFAULT_TIMEOUT, session_factory)
+
+
+def should_send_webhook(on: str, exit_ok: bool, changed: bool) -> bool:
+    if on == "always":
+        return True
+    if on == "change":
+        return changed or not exit_ok
+    return not exit_ok
+
+
+def ping_body(report: Mapping[str, Any]) -> str:
+    """One line per module, e.g. `gogs: failed (HTTP 500)`, for the healthchecks log of the ping."""
+    lines = []
+    for module in report.get("modules") or ():
+        if not isinstance(module, Mapping):
+            continue
+        detail = module.get("error") if module.get("status") == "failed" else module.get("summary")
+        lines.append(f"{module.get('name')}: {module.get('status')}" + (f" ({detail})" if detail else ""))
+    return "\n".join(lines) + "\n" if lines else "no modules ran\n"
+
+
+def notify_finished(
+    cfg: NotifyConfig | Mapping[str, Any] | None,
+    report: Mapping[str, Any],
+    exit_ok: bool,
+    changed: bool,
+    session_factory: SessionFactory | None = None,
+) -> dict[str, bool | None]:
+    """Send the end-of-run notifications; returns `{"webhook": ..., "ping": ...}` (None: not sent)."""
+    config = _config(cfg)
+    outcome: dict[str, bool | None] = {"webhook": None, "ping": None}
+    if config.webhook_url and should_send_webhook(config.webhook_on, exit_ok, changed):
+        outcome["webhook"] = _send(
+            "webhook", "POST", config.webhook_url, config.webhook_timeout, session_factory, json=dict(report)
+        )
+    if config.ping_url:
+        outcome["ping"] = _send(
+            "success ping" if exit_ok else "failure ping",
+            "POST",
+            _ping_url(config.ping_url, "" if exit_ok else "fail"),
+            DEFAULT_TIMEOUT,
+            session_factory,
+            data=ping_body(report).encode("utf-8"),
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+        )
+    return outcome
