@@ -23,8 +23,6 @@ def load_package() -> None:
 
 
 if __name__ == "__main__":
-    # Bytecode must never land inside module directories, whose digests we verify.
-    sys.dont_write_bytecode = True
     load_package()
     from updates.utils.cli import main
 

@@ -16,7 +16,6 @@ if __name__ == "__main__":  # run as a script: register the package, then run th
     import runpy
 
     runpy.run_path(str(Path(__file__).resolve().parent.parent / "index.py"))["load_package"]()
-    sys.dont_write_bytecode = True
     from updates.utils.checksummer import main as _main
 
     raise SystemExit(_main(sys.argv[1:]))
