@@ -119,8 +119,8 @@ def check_verifiable(asset: Asset, expected: Expected, *, allow_unverified: bool
         return
     if not allow_unverified:
         raise UnverifiedAsset(
-            f"refusing {asset.name}: no SHA-256 published for it (no API digest, no checksum file)",
-            hint="set allow_unverified: true in the module's args to install it anyway",
+            f"refusing {asset.name}: no SHA-256 published for it (no API digest, no checksum file); "
+            "set allow_unverified: true in the module's args to install it anyway"
         )
     log.warning("installing %s UNVERIFIED: no SHA-256 published and allow_unverified is set", asset.name)
 

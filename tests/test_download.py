@@ -1,0 +1,171 @@
+"""Streamed download and SHA-256 verification of release assets, through the API redirect."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from release_support import FakeGitHub, github_fixture, sha256  # noqa: F401 - fixture
+from updates.utils.download import (
+    ChecksumMismatch,
+    DownloadError,
+    Expected,
+    UnverifiedAsset,
+    download_asset,
+    downloaded,
+    expected_digest,
+    parse_checksums,
+)
+from updates.utils.http import make_session
+from updates.utils.releases import Asset, GitHubReleases, Release, ReleaseQuery
+
+REPO = "filebrowser/filebrowser"
+NAME = "linux-amd64-filebrowser.tar.gz"
+DATA = bytes(range(256)) * 4000  # ~1 MB: several chunks
+
+
+def latest(github: FakeGitHub, token: str | None = None) -> tuple[Release, object]:
+    session = make_session(backoff=0, token=token, token_host="localhost")
+    return GitHubReleases(session, github.api_url).lookup(ReleaseQuery(REPO)).release, session
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_checksum_lines_in_both_formats() -> None:
+    a, b = "a" * 64, "B" * 64
+    text = f"{a}  linux-amd64-filebrowser.tar.gz\n{b} *atuin-x86_64-unknown-linux-gnu.tar.gz\r\n"
+    text += "garbage line\n" + f"{'c' * 64}  ./gogs_0.13.4_linux_amd64.tar.gz\n"
+    assert parse_checksums(text) == {
+        "linux-amd64-filebrowser.tar.gz": a,
+        "atuin-x86_64-unknown-linux-gnu.tar.gz": "b" * 64,
+        "gogs_0.13.4_linux_amd64.tar.gz": "c" * 64,
+    }
+
+
+def test_api_digest_is_preferred(github: FakeGitHub) -> None:
+    github.add_release(
+        REPO, "v2.63.23", {NAME: DATA}, digests=True, checksums="filebrowser_2.63.23_checksums.txt"
+    )
+    release, session = latest(github)
+    expected = expected_digest(session, release, release.find(NAME), ["filebrowser_2.63.23_checksums.txt"])
+    assert expected == Expected(sha256(DATA), "the GitHub API digest")
+    assert github.dl_requests() == []  # no checksum file fetched when the API has the digest
+
+
+@pytest.mark.parametrize("sums", ["filebrowser_2.63.23_checksums.txt", f"{NAME}.sha256"])
+def test_checksum_file_when_there_is_no_digest(github: FakeGitHub, sums: str) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA}, digests=False, checksums=sums)
+    release, session = latest(github)
+    assert release.find(NAME).sha256 is None
+    expected = expected_digest(session, release, release.find(NAME), [sums])
+    assert expected == Expected(sha256(DATA), f"checksum file {sums}")
+
+
+def test_verified_download_goes_through_the_redirect_without_the_token(
+    github: FakeGitHub, tmp_path: Path
+) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA}, digests=False, checksums=f"{NAME}.sha256")
+    release, session = latest(github, token="s3cret")
+    expected = expected_digest(session, release, release.find(NAME), [f"{NAME}.sha256"])
+    with downloaded(session, release.find(NAME), tmp_path, expected) as path:
+        assert path.parent == tmp_path and path.name.startswith(".")
+        assert path.read_bytes() == DATA
+    assert leftovers(tmp_path) == []  # the context manager removed it
+    api = github.api_requests()
+    assert all(s.headers.get("Authorization") == "Bearer s3cret" for s in api)
+    assert [s.status for s in api if "/assets/" in s.path] == [302, 302]  # checksum file and archive
+    dl = github.dl_requests()
+    assert [s.path.rsplit("/", 1)[1] for s in dl] == [f"{NAME}.sha256", NAME]
+    assert all("Authorization" not in s.headers for s in dl)
+
+
+def test_wrong_checksum_is_refused_and_leaves_nothing(github: FakeGitHub, tmp_path: Path) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA})
+    release, session = latest(github)
+    with pytest.raises(ChecksumMismatch, match=sha256(DATA)):
+        download_asset(session, release.find(NAME), tmp_path, Expected("0" * 64, "test"))
+    assert leftovers(tmp_path) == []
+
+
+def test_missing_checksum_is_refused_before_downloading(github: FakeGitHub, tmp_path: Path) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA}, digests=False)
+    release, session = latest(github)
+    expected = expected_digest(session, release, release.find(NAME), ["filebrowser_2.63.23_checksums.txt"])
+    assert expected.sha256 is None
+    with pytest.raises(UnverifiedAsset, match="allow_unverified"):
+        download_asset(session, release.find(NAME), tmp_path, expected)
+    assert github.dl_requests() == []
+    assert leftovers(tmp_path) == []
+
+
+def test_allow_unverified_downloads_with_a_warning(
+    github: FakeGitHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA}, digests=False)
+    release, session = latest(github)
+    with caplog.at_level(logging.WARNING):
+        path = download_asset(
+            session, release.find(NAME), tmp_path, Expected(None, "nothing"), allow_unverified=True
+        )
+    assert path.read_bytes() == DATA
+    assert any("UNVERIFIED" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+@pytest.mark.parametrize(("fault", "message"), [("truncate", "announces"), ("html", "HTML page")])
+def test_truncated_or_html_download_is_refused(
+    github: FakeGitHub, tmp_path: Path, fault: str, message: str
+) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA})
+    github.dl_faults[NAME] = [fault]
+    release, session = latest(github)
+    asset = release.find(NAME)
+    with pytest.raises(DownloadError, match=message):
+        download_asset(session, asset, tmp_path, Expected(asset.sha256, "digest"))
+    assert leftovers(tmp_path) == []
+
+
+def test_download_host_errors_are_retried(github: FakeGitHub, tmp_path: Path) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA})
+    github.dl_faults[NAME] = ["500", "500"]
+    release, session = latest(github)
+    asset = release.find(NAME)
+    path = download_asset(session, asset, tmp_path, Expected(asset.sha256, "digest"))
+    assert path.read_bytes() == DATA
+    assert [s.status for s in github.dl_requests()] == [500, 500, 200]
+
+
+@pytest.fixture
+def cut_server() -> Iterator[str]:
+    """A raw HTTP server that announces the full length, sends half the body and hangs up."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nContent-Type: application/gzip\r\n\r\n"
+                conn.sendall(head.encode() + DATA[: len(DATA) // 2])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/asset"
+    listener.close()
+
+
+def test_connection_cut_mid_body_is_a_truncated_download(cut_server: str, tmp_path: Path) -> None:
+    asset = Asset(NAME, len(DATA), cut_server, cut_server)
+    with pytest.raises(DownloadError, match=r"broke off|truncated"):
+        download_asset(make_session(retries=0), asset, tmp_path, Expected(sha256(DATA), "test"))
+    assert leftovers(tmp_path) == []

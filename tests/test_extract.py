@@ -1,0 +1,149 @@
+"""Safe extraction: exact members, regular files only, whole-directory extraction for gogs."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from release_support import atuin_archive, gogs_archive, tar_gz, tool_script
+from updates.utils.extract import ExtractError, extract_file, extract_tree, list_members
+
+MEMBER = "atuin-x86_64-unknown-linux-gnu/atuin"
+
+
+def write(tmp_path: Path, data: bytes, name: str = "a.tar.gz") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_extracts_the_exact_member_into_a_temp_file(tmp_path: Path) -> None:
+    archive = write(tmp_path, atuin_archive("18.19.0"))
+    dest = tmp_path / "bin"
+    dest.mkdir()
+    out = extract_file(archive, MEMBER, dest)
+    assert out.parent == dest and out.name.startswith(".atuin.")
+    assert out.read_bytes() == tool_script("atuin", "18.19.0")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert [p.name for p in dest.iterdir()] == [out.name]  # README/LICENSE were not extracted
+
+
+def test_missing_member_names_what_is_there(tmp_path: Path) -> None:
+    archive = write(tmp_path, atuin_archive("18.19.0"))
+    with pytest.raises(ExtractError, match=r"CHANGELOG\.md"):
+        extract_file(archive, "atuin-x86_64-unknown-linux-gnu/atuin-server", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (("../evil", b"#!/bin/sh\n"), "'..'"),
+        (("atuin-x86_64-unknown-linux-gnu/../../evil", b"x"), "'..'"),
+        (("/etc/cron.d/evil", b"x"), "absolute"),
+        (("atuin-x86_64-unknown-linux-gnu/link", ("symlink", "/etc/passwd")), "link"),
+        (
+            ("atuin-x86_64-unknown-linux-gnu/hard", ("hardlink", "atuin-x86_64-unknown-linux-gnu/atuin")),
+            "link",
+        ),
+        (("atuin-x86_64-unknown-linux-gnu/tty", ("chr",)), "special"),
+        (("atuin-x86_64-unknown-linux-gnu/pipe", ("fifo",)), "special"),
+    ],
+)
+def test_one_unsafe_member_refuses_the_whole_archive(
+    tmp_path: Path, entry: tuple[str, object], reason: str
+) -> None:
+    data = tar_gz(
+        [("atuin-x86_64-unknown-linux-gnu/", None), (MEMBER, tool_script("atuin", "18.19.0")), entry]
+    )
+    archive = write(tmp_path, data)
+    dest = tmp_path / "bin"
+    dest.mkdir()
+    with pytest.raises(ExtractError, match=reason):
+        extract_file(archive, MEMBER, dest)
+    assert list(dest.iterdir()) == []
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_the_wanted_member_being_a_symlink_is_refused(tmp_path: Path) -> None:
+    archive = write(tmp_path, tar_gz([(MEMBER, ("symlink", "/bin/sh"))]))
+    with pytest.raises(ExtractError, match="link"):
+        extract_file(archive, MEMBER, tmp_path)
+
+
+def test_duplicate_member_is_refused(tmp_path: Path) -> None:
+    archive = write(tmp_path, tar_gz([(MEMBER, b"#!/bin/sh\n"), (MEMBER, b"#!/bin/sh\nevil\n")]))
+    with pytest.raises(ExtractError, match="twice"):
+        extract_file(archive, MEMBER, tmp_path)
+
+
+def test_html_page_is_not_an_archive(tmp_path: Path) -> None:
+    archive = write(tmp_path, b"<!DOCTYPE html><html>Sign in</html>")
+    with pytest.raises(ExtractError, match=r"not a readable tar\.gz"):
+        extract_file(archive, MEMBER, tmp_path)
+
+
+def test_gogs_tree_is_recreated_with_safe_modes(tmp_path: Path) -> None:
+    archive = write(tmp_path, gogs_archive("0.14.3"))
+    assert "gogs/scripts/systemd/gogs.service" in list_members(archive)
+    dest = tmp_path / "new"
+    extract_tree(archive, "gogs", dest)
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == [
+        "LICENSE",
+        "README.md",
+        "gogs",
+        "scripts",
+        "scripts/systemd",
+        "scripts/systemd/gogs.service",
+    ]
+    assert (dest / "gogs").read_bytes() == tool_script("gogs", "0.14.3")
+    assert stat.S_IMODE((dest / "gogs").stat().st_mode) == 0o755
+    assert stat.S_IMODE((dest / "LICENSE").stat().st_mode) == 0o644
+
+
+def test_setuid_and_world_writable_bits_are_dropped(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, mode in (("gogs/", 0o777), ("gogs/gogs", 0o6777)):
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if name.endswith("/"):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = 3
+                tar.addfile(info, io.BytesIO(b"abc"))
+    dest = tmp_path / "new"
+    extract_tree(write(tmp_path, buf.getvalue()), "gogs", dest)
+    assert stat.S_IMODE((dest / "gogs").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [("gogs/", None), ("gogs/gogs", b"x"), ("gogs/data", ("symlink", "/var/lib"))],
+        [("gogs/", None), ("gogs/gogs", b"x"), ("gogs/../../escape", b"x")],
+        [("gogs/", None), ("gogs/gogs", b"x"), ("other/file", b"x")],
+        [("gogs-0.14/", None), ("gogs-0.14/gogs", b"x")],
+    ],
+)
+def test_bad_gogs_trees_are_refused_and_leave_nothing(
+    tmp_path: Path, entries: list[tuple[str, object]]
+) -> None:
+    dest = tmp_path / "new"
+    with pytest.raises(ExtractError):
+        extract_tree(write(tmp_path, tar_gz(entries)), "gogs", dest)
+    assert not dest.exists()
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_tree_refuses_a_non_empty_destination(tmp_path: Path) -> None:
+    dest = tmp_path / "new"
+    dest.mkdir()
+    (dest / "keep").write_text("mine")
+    with pytest.raises(ExtractError, match="not empty"):
+        extract_tree(write(tmp_path, gogs_archive("0.14.3")), "gogs", dest)
+    assert (dest / "keep").read_text() == "mine"
