@@ -1,0 +1,260 @@
+"""Version tags and rollback of update modules: the Python API and `python utils/rollback.py`.
+
+Contract (DESIGN.md, "Rollback"):
+- `tag_module(name, version=None)` tags HEAD `<name>-v<version>-<YYYYMMDD>` and returns the tag name;
+  `list_available_versions(name)` returns dicts `version`, `timestamp` (UTC datetime), `tag`, `commit`,
+  newest first. Both raise `RollbackError` (or `CommandError`) when they cannot do it.
+- `rollback_module(name, version)`, `rollback_to_last_safe(name)` and `mark_safe(name)` return True or False
+  and log why; they never raise for a refusal, and a refused or failed rollback leaves the module as it was.
+  Rollback does not commit: the operator decides what git records.
+- Every function takes `paths` (default: this installation) and `git` (default: `git` on PATH in the root).
+- Command line: `list NAME [--json]`, `tag NAME [--version V] [--push]`, `rollback NAME [--to VERSION]
+  [--force]`, `mark-safe NAME`. Exit 0 on success, 1 when refused or failed (one line on stderr saying
+  why), 2 for usage or manifest errors, 75 when a run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":  # run as a script: register the package, then run the package's copy of this file
+    import runpy
+
+    runpy.run_path(str(Path(__file__).resolve().parent.parent / "index.py"))["load_package"]()
+    sys.dont_write_bytecode = True
+    from updates.utils.rollback import main as _main
+
+    raise SystemExit(_main(sys.argv[1:]))
+
+from .cli import _Parser, _ParserExit
+from .errors import LockHeld, UpdatesError
+from .gitutil import Git
+from .log import setup_logging
+from .manifest import load_manifest
+from .paths import Paths
+from .report import table
+from .versions import (
+    STEPS,
+    StepHook,
+    context,
+    create_tag,
+    module_tags,
+    perform_rollback,
+    push_tag,
+    set_last_safe,
+)
+
+__all__ = [
+    "STEPS",
+    "list_available_versions",
+    "main",
+    "mark_safe",
+    "rollback_module",
+    "rollback_to_last_safe",
+    "tag_module",
+]
+
+log = logging.getLogger(__name__)
+
+
+def tag_module(
+    name: str,
+    version: str | None = None,
+    *,
+    paths: Paths | None = None,
+    git: Git | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Tag HEAD for module `name` at `version` (default: the manifest's) and return the tag name."""
+    paths, git = context(paths, git)
+    return create_tag(name, version, paths=paths, git=git, now=now)
+
+
+def list_available_versions(
+    name: str, *, paths: Paths | None = None, git: Git | None = None
+) -> list[dict[str, Any]]:
+    """The module's tagged versions, newest first: dicts with `version`, `timestamp`, `tag`, `commit`."""
+    paths, git = context(paths, git)
+    git.prefix()  # refuses outside a work tree with a clear message
+    return [t.as_dict() for t in module_tags(name, git)]
+
+
+def _attempt(what: str, action: Callable[[], object]) -> bool:
+    try:
+        action()
+    except LockHeld as exc:
+        log.error("%s refused: %s", what, exc)
+        return False
+    except (UpdatesError, OSError) as exc:
+        log.error("%s failed: %s", what, exc)
+        return False
+    return True
+
+
+def rollback_module(
+    name: str,
+    target_version: str,
+    *,
+    force: bool = False,
+    paths: Paths | None = None,
+    git: Git | None = None,
+    _on_step: StepHook | None = None,
+) -> bool:
+    """Restore module `name` to the tagged `target_version`; True on success, False (logged) otherwise.
+
+    `force` proceeds when the directory does not match its own checksum file (the backup keeps the edit).
+    `_on_step` is called with each name in `STEPS` as the rollback passes it (tests inject failures there).
+    """
+    paths, git = context(paths, git)
+    return _attempt(
+        f"{name}: rollback to {target_version}",
+        lambda: perform_rollback(name, target_version, force=force, paths=paths, git=git, on_step=_on_step),
+    )
+
+
+def rollback_to_last_safe(
+    name: str, *, force: bool = False, paths: Paths | None = None, git: Git | None = None
+) -> bool:
+    """`rollback_module` to the entry's `lastSafeVersion`."""
+    paths, git = context(paths, git)
+    return _attempt(
+        f"{name}: rollback to the last safe version",
+        lambda: perform_rollback(name, None, force=force, paths=paths, git=git),
+    )
+
+
+def mark_safe(name: str, *, paths: Paths | None = None, git: Git | None = None) -> bool:
+    """Set the entry's `lastSafeVersion` to its current `version`; True on success."""
+    paths, git = context(paths, git)
+    return _attempt(f"{name}: mark-safe", lambda: set_last_safe(name, paths=paths, git=git))
+
+
+# -- command line -------------------------------------------------------------------------------------
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
+        prog="rollback.py",
+        description="Tag deployed module versions and roll modules back to a tagged version.",
+        epilog="exit codes: 0 done, 1 refused or failed, 2 usage or manifest error, "
+        "75 a run holds the lock",
+    )
+    parser.add_argument("--manifest", type=Path, metavar="PATH", help="manifest to read and update")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    listing = sub.add_parser("list", help="the module's tagged versions, newest first")
+    listing.add_argument("name", metavar="NAME")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tag = sub.add_parser("tag", help="tag HEAD as the module's deployed version")
+    tag.add_argument("name", metavar="NAME")
+    tag.add_argument("--version", dest="version", help="version to tag (default: the manifest's)")
+    tag.add_argument("--push", action="store_true", help="push the tag to origin")
+    roll = sub.add_parser("rollback", help="restore the module directory from a tag")
+    roll.add_argument("name", metavar="NAME")
+    roll.add_argument("--to", metavar="VERSION", help="version to restore (default: lastSafeVersion)")
+    roll.add_argument("--force", action="store_true", help="even when the directory has uncommitted edits")
+    safe = sub.add_parser("mark-safe", help="record the current version as lastSafeVersion")
+    safe.add_argument("name", metavar="NAME")
+    return parser
+
+
+def _notes(paths: Paths, name: str) -> dict[str, str]:
+    """version -> `current`/`last safe` remarks for the listing; empty when the manifest is unreadable."""
+    try:
+        entry = load_manifest(paths).entries.get(name)
+    except UpdatesError:
+        return {}
+    notes: dict[str, list[str]] = {}
+    if entry is not None:
+        for label, version in (("current", entry.version), ("last safe", entry.last_safe_version)):
+            if version:
+                notes.setdefault(version, []).append(label)
+    return {version: ", ".join(labels) for version, labels in notes.items()}
+
+
+def cmd_list(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
+    git.prefix()
+    tags = module_tags(opts.name, git)
+    if opts.json:
+        rows = [{**t.as_dict(), "timestamp": t.stamp.isoformat()} for t in tags]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    if not tags:
+        sys.stdout.write(f"{opts.name}: no version tags (create one with `rollback.py tag {opts.name}`)\n")
+        return 0
+    notes = _notes(paths, opts.name)
+    seen: set[str] = set()
+    cells = []
+    for t in tags:
+        # Only the newest tag of a version is what a rollback to it restores.
+        note = notes.get(t.version, "") if t.version not in seen else "(older tag)"
+        seen.add(t.version)
+        when = t.stamp.strftime("%Y-%m-%d %H:%M:%S" if t.has_time else "%Y-%m-%d")
+        cells.append([t.version, when, t.tag, t.commit[:12], note])
+    sys.stdout.write(table(["VERSION", "DATE (UTC)", "TAG", "COMMIT", "NOTE"], cells))
+    return 0
+
+
+def cmd_tag(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
+    tag = create_tag(opts.name, opts.version, paths=paths, git=git, now=None)
+    sys.stdout.write(f"{tag}\n")
+    if opts.push:
+        push_tag(tag, git=git)
+        sys.stdout.write(f"pushed {tag} to origin\n")
+    return 0
+
+
+def cmd_rollback(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
+    result = perform_rollback(opts.name, opts.to, force=opts.force, paths=paths, git=git)
+    if result.backup is None:
+        sys.stdout.write(f"{result.name}: already exactly {result.tag}; nothing changed\n")
+        return 0
+    sys.stdout.write(
+        f"{result.name}: rolled back {result.previous_version or '?'} -> {result.version} ({result.tag})\n"
+        f"previous directory kept in {result.backup}\n"
+        f"not committed; to record it: git add {result.name} {paths.manifest.name} && "
+        f'git commit -m "Roll {result.name} back to {result.version}"\n'
+    )
+    return 0
+
+
+def cmd_mark_safe(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
+    version = set_last_safe(opts.name, paths=paths, git=git)
+    sys.stdout.write(f"{opts.name}: lastSafeVersion = {version}\n")
+    return 0
+
+
+HANDLERS = {"list": cmd_list, "tag": cmd_tag, "rollback": cmd_rollback, "mark-safe": cmd_mark_safe}
+
+
+def main(argv: Sequence[str] | None = None, root: Path | None = None, git: Git | None = None) -> int:
+    """Parse `argv`, run the command, and return the exit code (never raises, never exits)."""
+    try:
+        opts = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except _ParserExit as done:
+        return done.status
+    except UpdatesError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        if exc.hint:
+            sys.stderr.write(f"hint: {exc.hint}\n")
+        return exc.exit_code
+    paths = Paths.create(root, manifest=opts.manifest)
+    setup_logging(paths.logs, -1 if opts.quiet else opts.verbose)
+    paths, git = context(paths, git)
+    try:
+        return HANDLERS[opts.command](paths, git, opts)
+    except (UpdatesError, OSError) as exc:
+        log.debug("%s failed", opts.command, exc_info=True)
+        log.error("%s", exc)
+        hint = getattr(exc, "hint", None)
+        if hint:
+            sys.stderr.write(f"hint: {hint}\n")
+        return getattr(exc, "exit_code", 1)

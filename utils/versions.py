@@ -1,0 +1,341 @@
+"""Tagging, listing and restoring module versions: the operations behind `utils/rollback.py`.
+
+Contract: these functions raise (`RollbackError` for a refusal, `LockHeld` when a run holds the lock,
+`ManifestError`, `CommandError`, `OSError`) and change nothing when they do, except where stated.
+- `tag_module` tags HEAD as `<name>-v<version>-<YYYYMMDD>` with an annotated tag (`-<YYYYMMDDHHMMSS>` when
+  the day's tag is on another commit; the existing tag when it is already on HEAD). Annotated, because the
+  tag then records who deployed when, and the module's digest in its message, and `git push --follow-tags`
+  and `git describe` see it.
+- `module_tags` lists a module's tags, newest first.
+- `perform_rollback` replaces the module directory with the tagged tree under the run lock: extract from
+  the object store beside the live directory, verify its checksum, swap the two directories in one rename,
+  move the old one to `<state>/rollback/<name>-<UTC time>/`, then write `version` and `checksum` to the
+  manifest. Any failure before that write ends puts the original directory back, untouched.
+- `set_last_safe` records the current version as `lastSafeVersion`, under the run lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .checksum import compute_folder_sha256, read_checksum_file
+from .errors import ChecksumError, RollbackError, UpdatesError
+from .gitutil import PUSH_TIMEOUT, Git, TreeFile
+from .lock import run_lock
+from .manifest import NAME_RE, Entry, load_manifest, update_entry
+from .paths import Paths
+from .tags import ModuleTag, check_version, format_tag, newest_first, parse_tag
+from .treeswap import exchange, move_tree, write_tree
+
+log = logging.getLogger(__name__)
+
+StepHook = Callable[[str], None]
+# The points at which `perform_rollback` calls its `on_step` hook, in order (tests inject failures there).
+STEPS = ("extracted", "swapped", "backed-up")
+_FOR_EACH_REF_FORMAT = "%00".join(
+    (
+        "%(refname:strip=2)",
+        "%(objecttype)",
+        "%(objectname)",
+        "%(*objecttype)",  # the peeled object of an annotated tag
+        "%(*objectname)",
+        "%(committerdate:unix)",
+        "%(*committerdate:unix)",
+    )
+)
+# Paths git status should not report inside a module: the checksum ignores them too.
+_IGNORED_GLOBS = ("**/__pycache__/**", "**/*.pyc", "**/.pytest_cache/**")
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    name: str
+    version: str
+    previous_version: str | None
+    tag: str
+    checksum: str
+    backup: Path | None  # None when the module already was exactly the tagged tree
+
+
+def context(paths: Paths | None, git: Git | None) -> tuple[Paths, Git]:
+    paths = paths or Paths.create()
+    return paths, git or Git(paths.root)
+
+
+def module_entry(paths: Paths, name: str) -> Entry:
+    entry = load_manifest(paths).entries.get(name)
+    if entry is None or entry.is_group:
+        what = "a group, not a module" if entry else "not in the manifest"
+        raise RollbackError(f"{name}: {what}", hint=f"modules are listed in {paths.manifest}")
+    return entry
+
+
+def module_tags(name: str, git: Git) -> list[ModuleTag]:
+    """The module's well-formed tags that point at commits, newest first (call `git.prefix()` first)."""
+    if not NAME_RE.match(name):
+        raise RollbackError(f"{name!r} is not a module name")
+    out = git.text("for-each-ref", f"--format={_FOR_EACH_REF_FORMAT}", f"refs/tags/{name}-v*")
+    found: list[ModuleTag] = []
+    for line in filter(None, out.splitlines()):
+        tag, kind, oid, peeled_kind, peeled, date, peeled_date = line.split("\0")
+        parsed = parse_tag(name, tag)
+        if parsed is None:
+            log.debug("ignoring tag %s: not <name>-v<version>-<YYYYMMDD[HHMMSS]>", tag)
+            continue
+        commit, when = (oid, date) if kind == "commit" else (peeled, peeled_date)
+        if (kind if kind == "commit" else peeled_kind) != "commit":
+            log.debug("ignoring tag %s: it does not point at a commit", tag)
+            continue
+        found.append(replace(parsed, commit=commit, commit_time=int(when or 0)))
+    return newest_first(found)
+
+
+def _uncommitted(git: Git, name: str) -> list[str]:
+    excludes = [f":(exclude,glob){name}/{pattern}" for pattern in _IGNORED_GLOBS]
+    out = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", f"{name}/", *excludes)
+    return [record[3:].decode("utf-8", "replace") for record in out.stdout.split(b"\0") if len(record) > 3]
+
+
+def live_problem(directory: Path) -> tuple[str | None, str | None]:
+    """(live digest or None, why the directory does not match its checksum file or None)."""
+    try:
+        live = compute_folder_sha256(directory)
+        recorded = read_checksum_file(directory)
+    except ChecksumError as exc:
+        return None, str(exc)
+    if recorded is None:
+        return live, "it has no checksum file"
+    if recorded != live:
+        return live, f"its checksum file says {recorded[:12]}…, its files give {live[:12]}…"
+    return live, None
+
+
+def _committer_env(git: Git) -> dict[str, str]:
+    """A fallback tagger identity for a server where git has none configured (common for root)."""
+    if git.run("var", "GIT_COMMITTER_IDENT", check=False).returncode == 0:
+        return {}
+    return {"GIT_COMMITTER_NAME": "updates", "GIT_COMMITTER_EMAIL": f"updates@{socket.gethostname()}"}
+
+
+def create_tag(name: str, version: str | None, *, paths: Paths, git: Git, now: datetime | None) -> str:
+    entry = module_entry(paths, name)
+    version = version or entry.version
+    if not version:
+        raise RollbackError(f"{name}: the manifest has no version for it; bump it first or pass one")
+    problem = check_version(version)
+    if problem:
+        raise RollbackError(f"{name}: version {version!r} cannot be tagged: {problem}")
+    git.prefix()
+    head = git.head()
+    dirty = _uncommitted(git, name)
+    if dirty:
+        more = f" and {len(dirty) - 3} more" if len(dirty) > 3 else ""
+        raise RollbackError(
+            f"{name}/ has uncommitted changes ({', '.join(dirty[:3])}{more}); a tag must describe what runs",
+            hint="commit (or revert) them first, then tag",
+        )
+    digest, mismatch = live_problem(paths.module_dir(name))
+    if mismatch:
+        raise RollbackError(
+            f"{name}/ does not match its checksum file: {mismatch}",
+            hint="run `python utils/checksummer.py`, commit, then tag",
+        )
+    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    existing = module_tags(name, git)
+    for old in existing:
+        if old.version == version and old.stamp.date() == moment.date() and old.commit == head:
+            log.info("%s: %s already tags HEAD", name, old.tag)
+            return old.tag
+    taken = {t.tag for t in existing}
+    tag = format_tag(name, version, moment)
+    if tag in taken:
+        tag = format_tag(name, version, moment, with_time=True)
+    if git.run("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}", check=False).returncode == 0:
+        raise RollbackError(f"tag {tag} already exists on another commit", hint="try again in a second")
+    message = f"{name} {version}\n\nchecksum {digest}\n"
+    git.run("tag", "-a", "-m", message, tag, head, env=_committer_env(git))
+    log.info("%s: tagged %s as %s", name, head[:12], tag)
+    return tag
+
+
+def push_tag(tag: str, *, git: Git, remote: str = "origin") -> None:
+    git.run("push", "--quiet", remote, f"refs/tags/{tag}:refs/tags/{tag}", timeout=PUSH_TIMEOUT)
+
+
+def _backup_path(paths: Paths, name: str) -> Path:
+    base = paths.state / "rollback" / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def perform_rollback(
+    name: str,
+    target_version: str | None,
+    *,
+    force: bool = False,
+    paths: Paths,
+    git: Git,
+    on_step: StepHook | None = None,
+) -> RollbackResult:
+    """Restore module `name` to the newest tag of `target_version` (default: its lastSafeVersion)."""
+    with run_lock(paths):
+        entry = module_entry(paths, name)
+        target = target_version or entry.last_safe_version
+        if not target:
+            raise RollbackError(
+                f"{name}: no version given and no lastSafeVersion in the manifest",
+                hint="name one with --to VERSION (see the `list` command)",
+            )
+        prefix = git.prefix()
+        live_dir = paths.module_dir(name)
+        live_digest, edited = live_problem(live_dir)
+        if edited and not force:
+            raise RollbackError(
+                f"{name}/ does not match its checksum file ({edited}): an edit in progress?",
+                hint="commit or revert the edit, or pass --force (the backup keeps it)",
+            )
+        tags = module_tags(name, git)
+        chosen = next((t for t in tags if t.version == target), None)
+        if chosen is None:
+            known = ", ".join(dict.fromkeys(t.version for t in tags)) or "none"
+            raise RollbackError(f"{name}: no tag for version {target} (tagged versions: {known})")
+        files = git.read_tree(chosen.commit, f"{prefix}{name}")
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.rollback-", dir=paths.root))
+        keep_staging = False
+        try:
+            return _swap_in(
+                entry,
+                chosen,
+                files=files,
+                new_dir=staging / name,
+                live_dir=live_dir,
+                live_digest=None if edited else live_digest,
+                paths=paths,
+                on_step=on_step,
+            )
+        except _UndoFailed:
+            keep_staging = True
+            raise
+        finally:
+            if not keep_staging:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+class _UndoFailed(RollbackError):
+    pass
+
+
+def _swap_in(
+    entry: Entry,
+    chosen: ModuleTag,
+    *,
+    files: list[TreeFile],
+    new_dir: Path,
+    live_dir: Path,
+    live_digest: str | None,
+    paths: Paths,
+    on_step: StepHook | None,
+) -> RollbackResult:
+    step = on_step or (lambda _name: None)
+    name = entry.name
+    write_tree(files, new_dir, mode=live_dir.stat().st_mode & 0o7777)
+    digest = compute_folder_sha256(new_dir)
+    recorded = read_checksum_file(new_dir)
+    if recorded != digest:
+        raise RollbackError(
+            f"{chosen.tag}: the tagged {name}/ fails its checksum: its checksum file says "
+            f"{recorded or 'nothing'}, its files give {digest}",
+            hint="that tag cannot be restored safely; pick another version",
+        )
+    if live_digest == digest and entry.version == chosen.version and entry.checksum in (None, digest):
+        log.info("%s: already exactly %s; nothing to do", name, chosen.tag)
+        return RollbackResult(name, chosen.version, entry.version, chosen.tag, digest, backup=None)
+    step("extracted")
+    swapped = copied = False
+    backup: Path | None = None
+    try:
+        exchange(new_dir, live_dir)  # new_dir now holds the previous directory
+        swapped = True
+        step("swapped")
+        backup = _backup_path(paths, name)
+        copied = move_tree(new_dir, backup)
+        step("backed-up")
+        update_entry(paths.manifest, name, {"version": chosen.version, "checksum": digest})
+    except BaseException as exc:
+        _undo(name, live_dir, new_dir, backup, swapped=swapped, copied=copied, cause=exc)
+        raise
+    log.info(
+        "%s: rolled back %s -> %s (%s); previous directory in %s",
+        name,
+        entry.version,
+        chosen.version,
+        chosen.tag,
+        backup,
+    )
+    return RollbackResult(name, chosen.version, entry.version, chosen.tag, digest, backup=backup)
+
+
+def _undo(
+    name: str,
+    live_dir: Path,
+    aside: Path,
+    backup: Path | None,
+    *,
+    swapped: bool,
+    copied: bool,
+    cause: BaseException,
+) -> None:
+    """Put the original directory back at `live_dir`; it is at `aside` or `backup` after a swap."""
+    try:
+        if backup is not None and backup.exists():
+            if copied:
+                shutil.rmtree(backup)
+            else:
+                backup.rename(aside)
+        if swapped:
+            exchange(aside, live_dir)
+    except BaseException as undo_exc:
+        where = backup if backup is not None and backup.exists() else aside
+        log.critical(
+            "%s: rollback failed (%s) and undoing it failed too (%s); the original directory is in %s",
+            name,
+            cause,
+            undo_exc,
+            where,
+        )
+        raise _UndoFailed(
+            f"{name}: rollback failed and could not be undone; the original directory is in {where}"
+        ) from cause
+    log.info("%s: rollback failed (%s); the module directory is unchanged", name, cause)
+
+
+def set_last_safe(name: str, *, paths: Paths, git: Git) -> str:
+    """Record the entry's current version as `lastSafeVersion`; returns that version."""
+    with run_lock(paths):
+        entry = module_entry(paths, name)
+        if not entry.version:
+            raise RollbackError(f"{name}: the manifest has no version to mark safe")
+        update_entry(paths.manifest, name, {"lastSafeVersion": entry.version})
+    try:
+        tagged = any(t.version == entry.version for t in module_tags(name, git))
+    except UpdatesError as exc:
+        log.debug("cannot list tags of %s: %s", name, exc)
+        tagged = True  # nothing useful to warn about without git
+    if not tagged:
+        log.warning(
+            "%s: no tag for version %s yet, so a rollback to it would fail; run `tag %s`",
+            name,
+            entry.version,
+            name,
+        )
+    return entry.version
