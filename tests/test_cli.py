@@ -265,3 +265,19 @@ def test_fifty_modules_all_run_and_are_reported(install):
     proc = run_index(install, "--json")
     assert proc.returncode == 0
     assert [m["name"] for m in json.loads(proc.stdout)["modules"]] == names
+
+
+def test_package_importable_from_the_parent_directory(tmp_path):
+    install = install_copy(tmp_path / "updates")
+    add_module(install, "alpha", OK_MODULE)
+    probe = (
+        "from updates.utils import compute_folder_sha256, run_children\n"
+        "from updates.utils.index import compute_folder_sha256 as again\n"
+        "import updates.alpha as mod\n"
+        "assert mod.CHECKSUM == mod.LIVE_CHECKSUM == compute_folder_sha256('updates/alpha')\n"
+        "print('ok', again is compute_folder_sha256)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok True"
