@@ -1,0 +1,181 @@
+"""StrictModes-like checks on files whose modes and owners the tests set (chown cases need root)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from updates.utils.permissions import (
+    check_ancestors,
+    check_file,
+    check_install,
+    check_tree,
+    enforced,
+)
+
+ME = os.geteuid()
+OTHER = 54321  # a uid that owns nothing on this machine
+needs_root = pytest.mark.skipif(ME != 0, reason="changing a file's owner needs root (CI runs as root)")
+
+
+def make_module(base: Path) -> Path:
+    module = base / "adblock"
+    (module / "lib").mkdir(parents=True)
+    (module / "index.py").write_text("def main(args):\n    return None\n")
+    (module / "lib" / "parse.py").write_text("X = 1\n")
+    for path in (module, module / "lib"):
+        path.chmod(0o755)
+    for path in (module / "index.py", module / "lib" / "parse.py"):
+        path.chmod(0o644)
+    return module
+
+
+def make_install(base: Path) -> Path:
+    root = base / "updates"
+    (root / "utils").mkdir(parents=True)
+    (root / "config").mkdir()
+    for name in ("index.py", "__init__.py", "manifest.json", "utils/__init__.py", "config/utils.sh"):
+        (root / name).write_text("# test\n")
+        (root / name).chmod(0o644)
+    for path in (base, root, root / "utils", root / "config"):
+        path.chmod(0o755)
+    return root
+
+
+def test_enforced_only_for_root() -> None:
+    assert enforced(0) is True
+    assert enforced(1000) is False
+    assert enforced() is (ME == 0)
+
+
+def test_a_clean_tree_has_no_problems(tmp_path: Path) -> None:
+    assert check_tree(make_module(tmp_path), euid=ME) == []
+
+
+@pytest.mark.parametrize(
+    ("relative", "mode", "expected"),
+    [
+        ("index.py", 0o664, "writable by group (mode 0664)"),
+        ("lib/parse.py", 0o646, "writable by others (mode 0646)"),
+        ("lib/parse.py", 0o666, "writable by group and others (mode 0666)"),
+        ("lib", 0o775, "writable by group (mode 0775)"),
+        ("", 0o777, "writable by group and others (mode 0777)"),
+        ("", 0o1777, "writable by group and others (mode 1777)"),  # sticky does not excuse a module dir
+    ],
+)
+def test_writable_by_group_or_others_is_reported(tmp_path: Path, relative: str, mode: int, expected: str) -> None:
+    module = make_module(tmp_path)
+    target = module / relative if relative else module
+    target.chmod(mode)
+    assert check_tree(module, euid=ME) == [f"{target}: {expected}"]
+
+
+@needs_root
+def test_a_file_owned_by_another_user_is_reported(tmp_path: Path) -> None:
+    module = make_module(tmp_path)
+    os.chown(module / "lib" / "parse.py", OTHER, 0)
+    assert check_tree(module, euid=0) == [f"{module / 'lib' / 'parse.py'}: owned by uid {OTHER}, not root"]
+    # Run by that user itself (not root), the file is theirs, so no problem with it; root's files are fine.
+    assert check_tree(module, euid=OTHER) == []
+    os.chown(module, OTHER, 0)
+    assert check_tree(module, euid=0)[0] == f"{module}: owned by uid {OTHER}, not root"
+    assert len(check_tree(module, euid=0)) == 2
+
+
+def test_links_are_reported_and_never_followed(tmp_path: Path) -> None:
+    module = make_module(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "evil.py").write_text("X = 2\n")
+    (outside / "evil.py").chmod(0o666)
+    outside.chmod(0o777)
+    (module / "lib" / "evil.py").symlink_to(outside / "evil.py")
+    (module / "shared").symlink_to(outside)
+    problems = check_tree(module, euid=ME)
+    assert problems == [
+        f"{module / 'shared'}: is a symbolic link; not followed",
+        f"{module / 'lib' / 'evil.py'}: is a symbolic link; not followed",
+    ]
+    assert not any(str(outside) in p.split(":")[0] for p in problems)
+    link_to_module = tmp_path / "linked"
+    link_to_module.symlink_to(module)
+    assert check_tree(link_to_module, euid=ME) == [f"{link_to_module}: is a symbolic link; refusing to follow it"]
+
+
+def test_a_missing_tree_is_a_problem_not_an_exception(tmp_path: Path) -> None:
+    assert check_tree(tmp_path / "gone", euid=ME) == [f"{tmp_path / 'gone'}: cannot check: No such file or directory"]
+
+
+def test_check_file_looks_at_the_file_and_its_directory(tmp_path: Path) -> None:
+    root = make_install(tmp_path)
+    manifest = root / "manifest.json"
+    assert check_file(manifest, euid=ME) == []
+    manifest.chmod(0o666)
+    assert check_file(manifest, euid=ME) == [f"{manifest}: writable by group and others (mode 0666)"]
+    manifest.chmod(0o644)
+    root.chmod(0o1777)  # the root holds index.py, which Python puts first on sys.path: sticky is no excuse
+    assert check_file(manifest, euid=ME) == [f"{root}: writable by group and others (mode 1777)"]
+    root.chmod(0o755)
+    (root / "dir.json").mkdir()
+    assert check_file(root / "dir.json", euid=ME) == [f"{root / 'dir.json'}: not a regular file"]
+
+
+def test_check_file_follows_a_link_to_check_its_target(tmp_path: Path) -> None:
+    root = make_install(tmp_path)
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    elsewhere.chmod(0o777)
+    (elsewhere / "manifest.json").write_text("{}\n")
+    (elsewhere / "manifest.json").chmod(0o644)
+    link = root / "linked.json"
+    link.symlink_to(elsewhere / "manifest.json")
+    assert check_file(link, euid=ME) == [f"{elsewhere}: writable by group and others (mode 0777)"]
+
+
+def test_ancestors_allow_sticky_root_directories_only(tmp_path: Path) -> None:
+    root = make_install(tmp_path)
+    # tmp_path lives under /tmp (sticky, root's): that is fine for an ancestor.
+    assert check_ancestors(root, euid=ME) == []
+    tmp_path.chmod(0o777)
+    assert check_ancestors(root, euid=ME) == [f"{tmp_path}: writable by group and others (mode 0777)"]
+    tmp_path.chmod(0o1777)
+    if ME == 0:
+        assert check_ancestors(root, euid=ME) == []
+    else:  # sticky excuses only a directory of root's, as nobody else could then rename ours away
+        assert check_ancestors(root, euid=ME) == [f"{tmp_path}: writable by group and others (mode 1777)"]
+    tmp_path.chmod(0o755)
+
+
+@needs_root
+def test_a_sticky_ancestor_of_another_user_is_reported(tmp_path: Path) -> None:
+    root = make_install(tmp_path)
+    tmp_path.chmod(0o1777)
+    os.chown(tmp_path, OTHER, 0)
+    assert check_ancestors(root, euid=0) == [
+        f"{tmp_path}: owned by uid {OTHER}, not root",
+        f"{tmp_path}: writable by group and others (mode 1777)",
+    ]
+
+
+def test_check_install_bundles_the_core_checks(tmp_path: Path) -> None:
+    root = make_install(tmp_path)
+    manifest = root / "manifest.json"
+    assert check_install(root, manifest, euid=ME) == []
+    (root / "index.py").chmod(0o646)
+    (root / "utils" / "__init__.py").chmod(0o664)
+    (root / "config" / "utils.sh").chmod(0o666)
+    assert check_install(root, manifest, euid=ME) == [
+        f"{root / 'index.py'}: writable by others (mode 0646)",
+        f"{root / 'utils' / '__init__.py'}: writable by group (mode 0664)",
+        f"{root / 'config' / 'utils.sh'}: writable by group and others (mode 0666)",
+    ]
+
+
+@needs_root
+def test_check_install_reports_a_manifest_owned_by_another_user(tmp_path: Path) -> None:
+    root = make_install(tmp_path)
+    os.chown(root / "manifest.json", OTHER, OTHER)
+    assert check_install(root, root / "manifest.json", euid=0) == [
+        f"{root / 'manifest.json'}: owned by uid {OTHER}, not root"
+    ]
