@@ -111,11 +111,15 @@ def copy_file_atomic(source: Path, dest: Path) -> None:
 
 def prune_backups(backup_dir: Path, prefix: str, keep: int) -> None:
     """Delete all but the newest `keep` backups named `<prefix>-<version>-<stamp>` in `backup_dir`."""
-    pattern = re.compile(re.escape(prefix) + r"-[0-9][^/]*-(\d{8}T\d{6}Z)(?:\.\d+)?$")
-    found = sorted(
-        (p for p in backup_dir.iterdir() if pattern.match(p.name)),
-        key=lambda p: pattern.match(p.name).group(1),  # type: ignore[union-attr]
-    )
+    pattern = re.compile(re.escape(prefix) + r"-[0-9][^/]*-(\d{8}T\d{6}Z)(?:\.(\d+))?$")
+
+    def age(path: Path) -> tuple[str, int, int]:
+        match = pattern.match(path.name)
+        assert match is not None
+        # Within one second, `.N` and then the inode change time order the backups.
+        return (match.group(1), int(match.group(2) or 0), path.lstat().st_ctime_ns)
+
+    found = sorted((p for p in backup_dir.iterdir() if pattern.match(p.name)), key=age)
     for old in found[: max(0, len(found) - max(keep, 1))]:
         log.info("removing old backup %s", old)
         if old.is_dir() and not old.is_symlink():
