@@ -1,7 +1,8 @@
 """Real git repositories for the rollback tests: a copy of the orchestrator plus a module `demo` with three
 tagged versions (files added, removed, changed and made executable between them).
 
-`rollback_template` builds the repository once per session; the `repo` fixture gives each test its own copy.
+The fixture `rollback_template` builds the repository once per session; `repo` gives each test its own copy.
+Test files import the fixtures as `from git_support import repo_fixture, rollback_template_fixture`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from updates.utils.checksum import compute_folder_sha256
 from updates.utils.paths import Paths
 from updates.utils.rollback import tag_module
@@ -166,11 +166,15 @@ class Repo:
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
 
 
-def build_repo(root: Path) -> Repo:
-    """A git repository holding the orchestrator and `demo` tagged at every version in VERSIONS."""
+def build_repo(root: Path, top: Path | None = None) -> Repo:
+    """A git repository holding the orchestrator and `demo` tagged at every version in VERSIONS.
+
+    `top` puts the repository's top level above the installation (default: the installation itself).
+    """
     root.mkdir(parents=True)
     for name in ("index.py", "__init__.py"):
         shutil.copy2(ROOT / name, root / name)
@@ -186,7 +190,7 @@ def build_repo(root: Path) -> Repo:
     }  # fmt: skip
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     repo = Repo(root)
-    repo.git("init", "-q", "-b", "main")
+    repo.git("init", "-q", "-b", "main", str(top or root))
     for key, value in (
         ("user.name", "Rollback Tests"),
         ("user.email", "tests@example.invalid"),
@@ -206,13 +210,13 @@ def build_repo(root: Path) -> Repo:
     return repo
 
 
-@pytest.fixture(scope="session")
-def rollback_template(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+@pytest.fixture(scope="session", name="rollback_template")
+def rollback_template_fixture(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     return build_repo(tmp_path_factory.mktemp("rollback-template") / "updates")
 
 
-@pytest.fixture
-def repo(rollback_template: Repo, tmp_path: Path) -> Repo:
+@pytest.fixture(name="repo")
+def repo_fixture(rollback_template: Repo, tmp_path: Path) -> Repo:
     """A private copy of the template repository (git metadata included) named `updates/`."""
     root = tmp_path / "updates"
     shutil.copytree(rollback_template.root, root, symlinks=True)
