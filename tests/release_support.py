@@ -448,15 +448,21 @@ class FakeGitHub:
         return Response(asset.data, content_type="application/octet-stream")
 
 
-def snapshot(*roots: Path) -> dict[str, tuple[bytes | None, int]]:
-    """Every path under `roots` with its bytes (None for directories) and mtime in ns."""
+def snapshot(*roots: Path, dir_mtimes: bool = True) -> dict[str, tuple[bytes | None, int]]:
+    """Every path under `roots` with its bytes (None for directories) and mtime in ns. Failed installs
+    create and remove temp files in the destination directory, so they compare with `dir_mtimes=False`;
+    a dry run must leave even the directories' mtimes alone."""
     state: dict[str, tuple[bytes | None, int]] = {}
     for root in roots:
         if not root.exists():
             continue
         for path in sorted([root, *root.rglob("*")]):
             st = path.lstat()
-            state[str(path)] = (path.read_bytes() if path.is_file() else None, st.st_mtime_ns)
+            if path.is_dir() and not path.is_symlink():
+                state[str(path)] = (None, st.st_mtime_ns if dir_mtimes else 0)
+            else:
+                data = path.read_bytes() if path.is_file() else os.readlink(path).encode()
+                state[str(path)] = (data, st.st_mtime_ns)
     return state
 
 
