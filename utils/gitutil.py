@@ -52,11 +52,11 @@ class Git:
     ) -> subprocess.CompletedProcess[bytes]:
         env = {**self.env, **(env or {}), "GIT_TERMINAL_PROMPT": "0"}
         try:
-            return run(
+            result = run(
                 [self.executable, "-C", os.fspath(self.root), *args],
                 timeout=self.timeout if timeout is None else timeout,
                 env=env,
-                check=check,
+                check=False,
                 input=input,
             )
         except CommandError as exc:
@@ -66,6 +66,11 @@ class Git:
                     hint="install git (apt-get install git); tags and rollback need it",
                 ) from exc
             raise
+        if check and result.returncode != 0:
+            lines = result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"]
+            reason = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1])
+            raise CommandError(f"git {args[0] if args else ''}: exit code {result.returncode}: {reason}")
+        return result
 
     def text(self, *args: str, timeout: float | None = None) -> str:
         """stdout of a successful call, decoded and stripped."""
