@@ -1,0 +1,163 @@
+"""The filebrowser module end to end: checksum file, database backup, service health, archived upstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from release_support import (  # noqa: F401 - fixtures
+    FakeGitHub,
+    ServiceRig,
+    filebrowser_archive,
+    github_fixture,
+    install_script,
+    module_args,
+    services_fixture,
+    snapshot,
+    tool_script,
+)
+from updates.filebrowser.index import main
+from updates.utils.download import DownloadError
+from updates.utils.install import InstallError
+from updates.utils.release_args import ArgsError
+from updates.utils.releases import RateLimitError
+
+REPO = "filebrowser/filebrowser"
+ASSET = "linux-amd64-filebrowser.tar.gz"
+
+
+def publish(github: FakeGitHub, version: str, **script: Any) -> None:
+    """Like GoReleaser: no API digest here, `filebrowser_<version>_checksums.txt` with `<hex>  <name>`."""
+    assets = {ASSET: filebrowser_archive(version, **script), "linux-arm64-filebrowser.tar.gz": b"other arch"}
+    github.add_release(
+        REPO, f"v{version}", assets, digests=False, checksums=f"filebrowser_{version}_checksums.txt"
+    )
+
+
+@pytest.fixture
+def setup(github: FakeGitHub, tmp_path: Path, services: ServiceRig) -> dict[str, Any]:
+    """filebrowser 2.63.22 installed and running, with a database; 2.63.22 and 2.63.23 released."""
+    binary = install_script(tmp_path / "bin" / "filebrowser", tool_script("filebrowser", "2.63.22"))
+    database = tmp_path / "var" / "filebrowser.db"
+    database.parent.mkdir()
+    database.write_bytes(b"\x00bolt\x00" * 1000)
+    base = services.add("filebrowser", binary)
+    services.start("filebrowser")
+    args = module_args(
+        github,
+        tmp_path,
+        "filebrowser",
+        binary_path=str(binary),
+        database_path=str(database),
+        health_url=f"{base}/health",
+        service_command=services.command,
+        arch="x86_64",
+        health_timeout=3,
+    )
+    return {"args": args, "binary": binary, "database": database}
+
+
+def test_upgrade_backs_up_the_database_and_restarts(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    publish(github, "2.63.22")
+    publish(github, "2.63.23")
+    assert main(setup["args"]) == {"changed": True, "summary": "2.63.22 -> 2.63.23"}
+    assert setup["binary"].read_bytes() == tool_script("filebrowser", "2.63.23")
+    backups = {p.name.rsplit("-", 1)[0]: p.read_bytes() for p in (tmp_path / "state" / "backups").iterdir()}
+    assert backups == {
+        "filebrowser-2.63.22": tool_script("filebrowser", "2.63.22"),
+        "filebrowser.db-2.63.22": setup["database"].read_bytes(),
+    }
+    assert services.running_version("filebrowser") == "2.63.23"
+    assert [s.path.rsplit("/", 1)[1] for s in github.dl_requests()] == [
+        "filebrowser_2.63.23_checksums.txt",
+        ASSET,
+    ]
+
+
+def test_archived_upstream_is_reported_not_an_error(
+    github: FakeGitHub, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    publish(github, "2.63.23")
+    install_script(setup["binary"], tool_script("filebrowser", "2.63.23"))
+    result = main(setup["args"])
+    assert result["changed"] is False
+    assert result["summary"].startswith("up to date (2.63.23); upstream archived")
+    assert "no further releases" in result["summary"]
+    assert services.calls() == [] and github.dl_requests() == []
+
+
+def test_failed_health_check_restores_binary_and_database(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    publish(github, "2.63.23", health="bad")
+    db_before = setup["database"].read_bytes()
+    with pytest.raises(InstallError, match="rolled back"):
+        main(setup["args"])
+    assert setup["binary"].read_bytes() == tool_script("filebrowser", "2.63.22")
+    assert setup["database"].read_bytes() == db_before
+    assert services.running_version("filebrowser") == "2.63.22"
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["filebrowser"]
+
+
+@pytest.mark.parametrize("case", [("html", "HTML page"), ("truncate", "bytes")])
+def test_bad_downloads_change_nothing(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any], case: tuple[str, str]
+) -> None:
+    fault, match = case
+    publish(github, "2.63.23")
+    github.dl_faults[ASSET] = [fault]
+    pid = services.pid("filebrowser")
+    before = snapshot(tmp_path / "bin", tmp_path / "var", dir_mtimes=False)
+    with pytest.raises(DownloadError, match=match):
+        main(setup["args"])
+    assert snapshot(tmp_path / "bin", tmp_path / "var", dir_mtimes=False) == before
+    assert services.pid("filebrowser") == pid and services.calls() == []
+
+
+def test_server_errors_then_success(github: FakeGitHub, services: ServiceRig, setup: dict[str, Any]) -> None:
+    publish(github, "2.63.23")
+    github.api_failures = 2
+    github.dl_faults[ASSET] = ["500", "500"]
+    assert main(setup["args"]) == {"changed": True, "summary": "2.63.22 -> 2.63.23"}
+    assert [s.status for s in github.api_requests()][:3] == [500, 500, 200]
+    assert [s.status for s in github.dl_requests() if s.path.endswith(ASSET)] == [500, 500, 200]
+    assert services.running_version("filebrowser") == "2.63.23"
+
+
+def test_rate_limited_run_changes_nothing(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    publish(github, "2.63.23")
+    github.rate_limited_until = 1_900_000_000
+    before = snapshot(tmp_path / "bin", tmp_path / "var", tmp_path / "state")
+    with pytest.raises(RateLimitError, match="2030-03-17T17:46:40Z"):
+        main(setup["args"])
+    assert snapshot(tmp_path / "bin", tmp_path / "var", tmp_path / "state") == before
+    assert services.calls() == []
+
+
+def test_missing_database_file_is_refused(github: FakeGitHub, setup: dict[str, Any]) -> None:
+    publish(github, "2.63.23")
+    setup["database"].unlink()
+    with pytest.raises(ArgsError, match="database_path"):
+        main(setup["args"])
+    assert setup["binary"].read_bytes() == tool_script("filebrowser", "2.63.22")
+
+
+def test_dry_run_touches_nothing(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict
+) -> None:
+    publish(github, "2.63.23")
+    pid = services.pid("filebrowser")
+    before = snapshot(tmp_path / "bin", tmp_path / "var", tmp_path / "state")
+    result = main({**setup["args"], "dry_run": True})
+    assert result == {
+        "changed": False,
+        "summary": f"would install 2.63.22 -> 2.63.23 from {ASSET} (SHA-256 from checksum file "
+        "filebrowser_2.63.23_checksums.txt)",
+    }
+    assert snapshot(tmp_path / "bin", tmp_path / "var", tmp_path / "state") == before
+    assert services.calls() == [] and services.pid("filebrowser") == pid
