@@ -1,0 +1,185 @@
+"""The module's args: defaults, type checks and typo detection, before anything is fetched or written.
+
+Contract: `Options.from_args(args)` returns the validated options; an unknown key, a wrong type or an
+unsafe value raises `UsageError` naming the key. Defaults are safe for a server: a well-known set of public
+lists, installed as a managed block in /etc/hosts, a shrink guard of one half, no reload command.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..utils.errors import UsageError
+from .render import FORMATS
+from .sources import Source, source_name
+
+RESERVED_KEYS = ("name", "dry_run", "state_dir")
+DEFAULT_SOURCES = (
+    "https://raw.githubusercontent.com/StevenBlack/hosts/master/hosts",
+    "https://adaway.org/hosts.txt",
+    "https://pgl.yoyo.org/adservers/serverlist.php?hostformat=hosts&showintro=0&mimetype=plaintext",
+    "https://someonewhocares.org/hosts/zero/hosts",
+    "https://raw.githubusercontent.com/hoshsadiq/adblock-nocoin-list/master/hosts.txt",
+)
+DEFAULT_HOSTS = "/etc/hosts"
+BLOCK_FORMATS = ("hosts", "dnsmasq", "unbound", "domains")  # formats whose comments start with '#'
+
+# key -> (default, accepted types)
+_SPEC: dict[str, tuple[Any, tuple[type, ...]]] = {
+    "sources": (list(DEFAULT_SOURCES), (list,)),
+    "format": ("hosts", (str,)),
+    "output": (None, (str,)),
+    "install": (None, (str,)),
+    "redirect_ip": ("0.0.0.0", (str,)),  # noqa: S104 - the blocking answer, not a bind address
+    "redirect_ipv6": (None, (str,)),
+    "lenient": (False, (bool,)),
+    "allow": ([], (list,)),
+    "allow_files": ([], (list,)),
+    "deny": ([], (list,)),
+    "deny_files": ([], (list,)),
+    "filter_subdomains": (False, (bool,)),
+    "shrink_guard": (0.5, (int, float)),
+    "force": (False, (bool,)),
+    "reload": (None, (list,)),
+    "reload_timeout": (60, (int, float)),
+    "http_timeout": ([10, 60], (int, float, list)),
+    "http_retries": (3, (int,)),
+    "http_backoff": (0.5, (int, float)),
+    "max_source_bytes": (64 * 1024 * 1024, (int,)),
+    "min_source_fraction": (0.5, (int, float)),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    sources: tuple[Source, ...]
+    format: str
+    output: Path
+    block: bool
+    redirect_ip: str
+    redirect_ipv6: str | None
+    lenient: bool
+    allow: tuple[str, ...]
+    allow_files: tuple[str, ...]
+    deny: tuple[str, ...]
+    deny_files: tuple[str, ...]
+    filter_subdomains: bool
+    shrink_guard: float
+    force: bool
+    reload: tuple[str, ...] | None
+    reload_timeout: float
+    http_timeout: tuple[float, float]
+    http_retries: int
+    http_backoff: float
+    max_source_bytes: int
+    min_source_fraction: float
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> Options:
+        unknown = sorted(set(args) - set(_SPEC) - set(RESERVED_KEYS))
+        if unknown:
+            raise UsageError(f"adblock: unknown arg(s) {', '.join(unknown)}; see adblock/README.md")
+        values: dict[str, Any] = {}
+        for key, (default, types) in _SPEC.items():
+            value = args.get(key, default)
+            wrong_bool = isinstance(value, bool) != (bool in types)  # True is an int too
+            if value is not None and (not isinstance(value, types) or wrong_bool):
+                raise UsageError(f"adblock: args.{key} must be {' or '.join(t.__name__ for t in types)}")
+            values[key] = value
+        fmt = values["format"]
+        if fmt not in FORMATS:
+            raise UsageError(f"adblock: args.format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        install = values["install"] or ("block" if fmt == "hosts" else "file")
+        if install not in ("block", "file"):
+            raise UsageError("adblock: args.install must be 'block' or 'file'")
+        if install == "block" and fmt not in BLOCK_FORMATS:
+            raise UsageError(f"adblock: format {fmt} has no '#' comments, so it needs install 'file'")
+        output = values["output"] or (DEFAULT_HOSTS if fmt == "hosts" else None)
+        if not output:
+            raise UsageError(f"adblock: args.output (the file to write) is required for format {fmt}")
+        return cls(
+            sources=_sources(values["sources"]),
+            format=fmt,
+            output=Path(output),
+            block=install == "block",
+            redirect_ip=_ip(values["redirect_ip"], "redirect_ip"),
+            redirect_ipv6=_ip(values["redirect_ipv6"], "redirect_ipv6") if values["redirect_ipv6"] else None,
+            lenient=values["lenient"],
+            allow=_strings(values["allow"], "allow"),
+            allow_files=_strings(values["allow_files"], "allow_files"),
+            deny=_strings(values["deny"], "deny"),
+            deny_files=_strings(values["deny_files"], "deny_files"),
+            filter_subdomains=values["filter_subdomains"],
+            shrink_guard=_fraction(values["shrink_guard"], "shrink_guard"),
+            force=values["force"],
+            reload=_reload(values["reload"]),
+            reload_timeout=_positive(values["reload_timeout"], "reload_timeout"),
+            http_timeout=_timeout(values["http_timeout"]),
+            http_retries=max(0, values["http_retries"]),
+            http_backoff=max(0.0, float(values["http_backoff"])),
+            max_source_bytes=int(_positive(values["max_source_bytes"], "max_source_bytes")),
+            min_source_fraction=_fraction(values["min_source_fraction"], "min_source_fraction"),
+        )
+
+
+def _strings(value: list[Any], key: str) -> tuple[str, ...]:
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise UsageError(f"adblock: args.{key}[{index}] must be a string")
+    return tuple(value)
+
+
+def _sources(value: list[Any]) -> tuple[Source, ...]:
+    sources = []
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            url, name = item, None
+        elif isinstance(item, dict) and isinstance(item.get("url"), str) and set(item) <= {"url", "name"}:
+            url, name = item["url"], item.get("name")
+        else:
+            raise UsageError(f'adblock: args.sources[{index}] must be a URL or {{"url": ..., "name": ...}}')
+        if not (url.startswith(("http://", "https://", "file://")) or url.startswith("/")):
+            raise UsageError(f"adblock: args.sources[{index}]: {url!r} is not an http(s):// or file:// URL")
+        sources.append(Source(url, str(name) if name else source_name(url)))
+    if len({s.url for s in sources}) != len(sources):
+        raise UsageError("adblock: args.sources lists the same URL twice")
+    return tuple(sources)
+
+
+def _ip(value: str, key: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError as exc:
+        raise UsageError(f"adblock: args.{key}: {value!r} is not an IP address") from exc
+
+
+def _fraction(value: float, key: str) -> float:
+    if not 0 <= value <= 1:
+        raise UsageError(f"adblock: args.{key} must be between 0 and 1")
+    return float(value)
+
+
+def _positive(value: float, key: str) -> float:
+    if value <= 0:
+        raise UsageError(f"adblock: args.{key} must be positive")
+    return float(value)
+
+
+def _timeout(value: Any) -> tuple[float, float]:
+    if isinstance(value, list):
+        if len(value) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in value):
+            raise UsageError("adblock: args.http_timeout must be seconds or [connect, read] seconds")
+        return float(value[0]), float(value[1])
+    seconds = _positive(value, "http_timeout")
+    return seconds, seconds
+
+
+def _reload(value: list[Any] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not value or not all(isinstance(v, str) and v for v in value):
+        raise UsageError('adblock: args.reload must be an argv list like ["systemctl", "reload", "dnsmasq"]')
+    return tuple(value)

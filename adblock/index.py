@@ -1,0 +1,215 @@
+"""Update module `adblock`: download blocklists, compile one list, install it where the resolver reads it.
+
+Contract: `main(args)` fetches every source (conditional GET, cached last good copy as fallback), parses
+and merges them with the allow/deny rules, renders the chosen format and installs it: the managed block of
+/etc/hosts by default, or a whole file. It raises `UpdatesError` (nothing written) when no source gave a
+list or when the new list is below the shrink guard, and when the reload command fails. Unchanged content
+means no write, no reload and `{"changed": False}`; a run where every source answered "not modified" and
+nothing else changed returns before parsing anything. Under `dry_run` nothing is written (not even the
+cache) and the summary says what would change. Args are documented in README.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..utils.errors import UpdatesError
+from ..utils.fsutil import atomic_write_text
+from ..utils.proc import run
+from .config import Options
+from .install import compose, read_current, write_file
+from .lists import Rules, load_rules, merge
+from .parse import ParsedList, parse_list
+from .render import Meta, body_of, names_in, render
+from .sources import FAILED, FRESH, NOT_MODIFIED, Cache, Fetched, fetch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+_NOT_IN_OUTPUT = ("reload", "reload_timeout", "force")
+FORMAT_VERSION = 1  # bump when parsing or rendering changes, so the "nothing changed" shortcut is not taken
+
+
+@dataclass
+class Gathered:
+    """The lists that take part in this run, and how each source fared."""
+
+    lists: list[tuple[str, ParsedList]]
+    stale: list[str]
+    skipped: list[str]
+
+
+def _session(opts: Options) -> Any:
+    from ..utils.http import make_session  # noqa: PLC0415 - file-only runs never import requests
+
+    return make_session(retries=opts.http_retries, backoff=opts.http_backoff, timeout=opts.http_timeout)
+
+
+def _fetch_all(opts: Options, cache: Cache) -> list[Fetched]:
+    session = None
+    results = []
+    for source in opts.sources:
+        if session is None and source.local_path is None:
+            session = _session(opts)
+        results.append(fetch(source, cache, session=session, max_bytes=opts.max_source_bytes))
+    if session is not None:
+        session.close()
+    return results
+
+
+def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bool) -> Gathered:
+    gathered = Gathered([], [], [])
+    for item in fetched:
+        source = item.source
+        parsed = None
+        if item.status == FRESH:
+            assert item.body is not None
+            parsed = parse_list(item.body, lenient=opts.lenient)
+            previous = cache.meta(source.url).get("names", 0)
+            if parsed.stats.names == 0 or parsed.stats.names < opts.min_source_fraction * previous:
+                item.status, item.reason = FAILED, (
+                    f"implausibly small ({parsed.stats.names:,} names, last good copy had {previous:,})"
+                )
+                parsed = None
+            elif not dry_run:
+                cache.store(source.url, item.body, names=parsed.stats.names, validators=item.validators)
+        if parsed is None:
+            cached = cache.body(source.url)
+            if cached is None:
+                log.warning("source %s skipped: %s, and there is no cached copy", source.url, item.reason)
+                gathered.skipped.append(source.name)
+                continue
+            if item.status == FAILED:
+                log.warning("source %s: %s; using the last good copy", source.url, item.reason)
+                gathered.stale.append(source.name)
+            parsed = parse_list(cached, lenient=opts.lenient)
+        stats = parsed.stats
+        if stats.invalid or stats.unsupported:
+            log.info(
+                "source %s: %d invalid line(s), %d unsupported rule(s); e.g. %s",
+                source.url, stats.invalid, stats.unsupported, "; ".join(stats.samples) or "-",
+            )
+        gathered.lists.append((source.name, parsed))
+    return gathered
+
+
+def _fingerprint(opts: Options, fetched: Sequence[Fetched], cache: Cache) -> str:
+    """Digest of everything the output depends on, when every source is unchanged."""
+    rule_files = []
+    for name in (*opts.allow_files, *opts.deny_files):
+        try:
+            rule_files.append(hashlib.sha256(Path(name).read_bytes()).hexdigest())
+        except OSError:
+            rule_files.append(None)
+    parts = {
+        "version": FORMAT_VERSION,
+        "options": {k: str(v) for k, v in vars(opts).items() if k not in _NOT_IN_OUTPUT},
+        "rule_files": rule_files,
+        "sources": [cache.meta(item.source.url).get("sha256") for item in fetched],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value and value.isdigit():
+        return int(value)
+    return int(time.time())
+
+
+def _rules(opts: Options) -> tuple[Rules, Rules]:
+    allow = load_rules(opts.allow, opts.allow_files, "allow", allow_regex=True)
+    deny = load_rules(opts.deny, opts.deny_files, "deny", allow_regex=False)
+    return allow, deny
+
+
+def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
+    opts = Options.from_args(args)
+    dry_run = bool(args.get("dry_run", False))
+    state_dir = Path(args["state_dir"])
+    cache = Cache(state_dir / "cache")
+    state_path = state_dir / STATE_FILE
+    allow, deny = _rules(opts)
+
+    fetched = _fetch_all(opts, cache)
+    current = read_current(opts.output, opts.block)
+    state = _load_state(state_path)
+    fingerprint = _fingerprint(opts, fetched, cache)
+    if (
+        all(item.status == NOT_MODIFIED for item in fetched)
+        and state.get("fingerprint") == fingerprint
+        and state.get("installed") == _digest(current.ours)
+    ):
+        return {"changed": False, "summary": f"{state.get('count', 0):,} domains, all sources unchanged"}
+
+    gathered = _gather(fetched, opts, cache, dry_run)
+    total = len(opts.sources)
+    used = len(gathered.lists)
+    if used == 0:
+        raise UpdatesError(
+            f"no source could be fetched and none has a cached copy (0/{total}); {opts.output} left as it was"
+        )
+    names = merge(
+        (parsed.names for _, parsed in gathered.lists),
+        allow=allow, deny=deny, filter_subdomains=opts.filter_subdomains,
+    )
+    meta = Meta([(name, parsed.stats.names) for name, parsed in gathered.lists], _epoch())
+    ours = render(names, opts.format, meta, redirect_ip=opts.redirect_ip, redirect_ipv6=opts.redirect_ipv6)
+    where = f"from {used}/{total} sources"
+    if gathered.stale:
+        where += f" ({len(gathered.stale)} from cache: {', '.join(gathered.stale)})"
+
+    old_body = body_of(current.ours) if current.ours is not None else None
+    new_body = body_of(ours)
+    if old_body == new_body:
+        if not dry_run:
+            _save_state(state_path, fingerprint, current.ours, len(names))
+        return {"changed": False, "summary": f"{len(names):,} domains {where}, unchanged"}
+
+    old_names = names_in(old_body, opts.format) if old_body else set()
+    removed = len(old_names.difference(names))
+    added = len(names) - (len(old_names) - removed)
+    change = f"+{added:,} -{removed:,} = {len(names):,} domains {where}"
+    if old_names and len(names) < opts.shrink_guard * len(old_names) and not opts.force:
+        raise UpdatesError(
+            f"refusing to shrink the blocklist from {len(old_names):,} to {len(names):,} domains "
+            f"(below the shrink guard {opts.shrink_guard:g}); {opts.output} left as it was",
+            hint="check the sources; set args.force to true for one run to accept it",
+        )
+    if dry_run:
+        return {"changed": False, "summary": f"dry run: would write {change} to {opts.output}"}
+
+    content = compose(current, ours, opts.block)
+    how = write_file(opts.output, content, current.full, state_dir / "backups")
+    _save_state(state_path, fingerprint, ours, len(names))
+    log.info("wrote %s (%s): %s", opts.output, how, change)
+    if opts.reload:
+        try:
+            run(list(opts.reload), timeout=opts.reload_timeout)
+        except UpdatesError as exc:
+            raise UpdatesError(f"blocklist written ({change}) but the reload command failed: {exc}") from exc
+    return {"changed": True, "summary": change}
+
+
+def _save_state(path: Path, fingerprint: str, installed: bytes | None, count: int) -> None:
+    state = {"fingerprint": fingerprint, "installed": _digest(installed), "count": count}
+    atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True) + "\n", mode=0o600)

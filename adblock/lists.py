@@ -1,0 +1,152 @@
+"""Allowlist and denylist rules, and the step that merges the parsed sources into the final sorted list.
+
+Contract. A rule is one of:
+- `example.com`: exactly that name;
+- `*.example.com` or `||example.com^`: that name and every name below it;
+- `/regex/`: names the Python regular expression matches (`re.search`, on the lower-case punycode name).
+Allow rules remove names coming from the sources. Deny entries (exact names or `*.`/`||` forms, which add
+the base name) are added after the allowlist, so an explicit deny wins over a broader allow rule.
+Rule files hold one rule per line; `#` starts a comment (except inside a `/regex/`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..utils.errors import UsageError
+from .domains import INVALID, RESERVED, normalize
+
+
+@dataclass(frozen=True)
+class Rules:
+    exact: frozenset[str] = frozenset()
+    suffixes: frozenset[str] = frozenset()  # base names whose subdomains are covered too
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.suffixes or self.patterns)
+
+    def matches(self, name: str) -> bool:
+        if name in self.exact or name in self.suffixes:
+            return True
+        if self.suffixes:
+            dot = name.find(".")
+            while dot != -1:
+                if name[dot + 1 :] in self.suffixes:
+                    return True
+                dot = name.find(".", dot + 1)
+        return any(p.search(name) for p in self.patterns)
+
+
+@dataclass
+class RuleSet:
+    """Rules being collected: the raw rule strings keep their origin for error messages."""
+
+    exact: set[str] = field(default_factory=set)
+    suffixes: set[str] = field(default_factory=set)
+    patterns: list[re.Pattern[str]] = field(default_factory=list)
+
+    def freeze(self) -> Rules:
+        return Rules(frozenset(self.exact), frozenset(self.suffixes), tuple(self.patterns))
+
+
+def _name(raw: str, origin: str) -> str:
+    name = normalize(raw)
+    if name in (INVALID, RESERVED):
+        raise UsageError(f"{origin}: {raw!r} is not a blockable domain name ({name})")
+    return name
+
+
+def add_rule(rules: RuleSet, rule: str, origin: str, *, allow_regex: bool = True) -> None:
+    """Parse one rule string into `rules`; raises UsageError naming `origin` when it is malformed."""
+    text = rule.strip()
+    if not text:
+        return
+    if len(text) >= 2 and text[0] == "/" and text[-1] == "/":
+        if not allow_regex:
+            raise UsageError(f"{origin}: regular expressions cannot add names ({text})")
+        try:
+            rules.patterns.append(re.compile(text[1:-1]))
+        except re.error as exc:
+            raise UsageError(f"{origin}: bad regular expression {text}: {exc}") from exc
+    elif text.startswith("*."):
+        rules.suffixes.add(_name(text[2:], origin))
+    elif text.startswith("||") and text.endswith("^"):
+        rules.suffixes.add(_name(text[2:-1], origin))
+    else:
+        rules.exact.add(_name(text, origin))
+
+
+def read_rule_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """(line number, rule) for each rule in a rule file; missing files raise UsageError."""
+    try:
+        content = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UsageError(f"rule file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read rule file {path}: {exc}") from exc
+    for number, line in enumerate(content.splitlines(), 1):
+        text = line.strip()
+        if not text.startswith("/"):
+            text = text.split("#", 1)[0].strip()
+        if text and not text.startswith("!"):
+            yield number, text
+
+
+def load_rules(inline: Iterable[str], files: Iterable[str], kind: str, *, allow_regex: bool) -> Rules:
+    """Rules from the `kind` arg (a list of strings) and `kind_files` (paths)."""
+    rules = RuleSet()
+    for index, rule in enumerate(inline):
+        if not isinstance(rule, str):
+            raise UsageError(f"args.{kind}[{index}]: expected a string, got {type(rule).__name__}")
+        add_rule(rules, rule, f"args.{kind}[{index}]", allow_regex=allow_regex)
+    for file_name in files:
+        path = Path(file_name)
+        for number, rule in read_rule_lines(path):
+            add_rule(rules, rule, f"{path}:{number}", allow_regex=allow_regex)
+    return rules.freeze()
+
+
+def drop_covered_subdomains(names: list[str]) -> list[str]:
+    """Names (sorted) without those whose parent domain is in the list too (hblock's filter-subdomains)."""
+    present = set(names)
+    kept = []
+    for name in names:
+        dot = name.find(".")
+        while dot != -1:
+            if name[dot + 1 :] in present:
+                break
+            dot = name.find(".", dot + 1)
+        else:
+            kept.append(name)
+    return kept
+
+
+def merge(
+    sources: Iterable[dict[str, None]],
+    *,
+    allow: Rules,
+    deny: Rules,
+    filter_subdomains: bool = False,
+) -> list[str]:
+    """The final sorted list: union of the sources, minus allowed names, plus denied ones."""
+    merged: dict[str, None] = {}
+    for names in sources:
+        if merged:
+            merged.update(names)
+        else:
+            merged = dict(names)
+    if allow:
+        if allow.suffixes or allow.patterns:
+            for name in [n for n in merged if allow.matches(n)]:
+                del merged[name]
+        else:
+            for name in allow.exact.intersection(merged):
+                del merged[name]
+    merged.update(dict.fromkeys(deny.exact | deny.suffixes))
+    result = list(merged)
+    del merged
+    result.sort()
+    return drop_covered_subdomains(result) if filter_subdomains else result

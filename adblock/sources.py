@@ -1,0 +1,172 @@
+"""Fetch the configured lists: conditional GET, a cache of the last good copy, and fallback to it.
+
+Contract of `fetch(source, cache, session=...)`:
+- http(s) URLs are fetched with the shared session (timeouts, bounded retries) and a conditional GET
+  (`If-None-Match` / `If-Modified-Since` from the cache's metadata). 304 -> `NOT_MODIFIED` (the cached copy
+  is the list). file:// URLs and absolute paths are read directly; an unchanged size and mtime count as
+  not modified.
+- A failure (network, HTTP status, too large) or an HTML page -> `FAILED` with a reason; the caller falls
+  back to `cache.body(url)` when there is one.
+- A new copy is only written to the cache by `cache.store(...)`, which the caller does after it has judged
+  the content plausible; every cache write is atomic (body first, then the metadata naming its digest).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..utils.fsutil import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FRESH = "fresh"
+NOT_MODIFIED = "not-modified"
+FAILED = "failed"
+_HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    name: str
+
+    @property
+    def local_path(self) -> Path | None:
+        if self.url.startswith("/"):
+            return Path(self.url)
+        parts = urlsplit(self.url)
+        if parts.scheme == "file":
+            return Path(unquote(parts.path))
+        return None
+
+
+@dataclass
+class Fetched:
+    source: Source
+    status: str
+    body: bytes | None = None
+    reason: str = ""
+    validators: dict[str, Any] | None = None  # what to record in the cache metadata for a new copy
+
+
+def looks_like_html(body: bytes, content_type: str = "") -> bool:
+    """True for an error/captive-portal page served instead of a list."""
+    if "html" in content_type.lower():
+        return True
+    head = body[:1024].lstrip().lower()
+    return head.startswith(_HTML_MARKERS)
+
+
+class Cache:
+    """Last good copy of each source under `<state_dir>/cache/`, keyed by a digest of the URL."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _paths(self, url: str) -> tuple[Path, Path]:
+        key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+        return self.root / f"{key}.list", self.root / f"{key}.json"
+
+    def meta(self, url: str) -> dict[str, Any]:
+        """The metadata of the cached copy, or {} when there is no usable copy."""
+        body_path, meta_path = self._paths(url)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(meta, dict) or meta.get("url") != url or not body_path.exists():
+            return {}
+        return meta
+
+    def body(self, url: str) -> bytes | None:
+        """The cached copy, verified against the digest in its metadata; None when absent or damaged."""
+        meta = self.meta(url)
+        if not meta:
+            return None
+        body_path, _ = self._paths(url)
+        try:
+            data = body_path.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            log.warning("cached copy of %s is damaged; ignoring it", url)
+            return None
+        return data
+
+    def store(self, url: str, body: bytes, *, names: int, validators: dict[str, Any] | None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        body_path, meta_path = self._paths(url)
+        atomic_write_bytes(body_path, body, mode=0o600)
+        meta = {"url": url, "sha256": hashlib.sha256(body).hexdigest(), "size": len(body), "names": names}
+        meta.update(validators or {})
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+
+def _fetch_file(source: Source, path: Path, meta: dict[str, Any], max_bytes: int) -> Fetched:
+    try:
+        stat = path.stat()
+        if meta and meta.get("mtime_ns") == stat.st_mtime_ns and meta.get("size") == stat.st_size:
+            return Fetched(source, NOT_MODIFIED)
+        if stat.st_size > max_bytes:
+            return Fetched(source, FAILED, reason=f"larger than {max_bytes} bytes")
+        body = path.read_bytes()
+    except OSError as exc:
+        return Fetched(source, FAILED, reason=exc.strerror or str(exc))
+    if looks_like_html(body):
+        return Fetched(source, FAILED, reason="is an HTML page, not a list")
+    return Fetched(source, FRESH, body, validators={"mtime_ns": stat.st_mtime_ns})
+
+
+def _fetch_http(source: Source, session: Any, meta: dict[str, Any], max_bytes: int) -> Fetched:
+    import requests  # noqa: PLC0415 - the session's own library; imported where the network is used
+
+    headers = {}
+    if meta.get("etag"):
+        headers["If-None-Match"] = meta["etag"]
+    if meta.get("last_modified"):
+        headers["If-Modified-Since"] = meta["last_modified"]
+    try:
+        with session.get(source.url, headers=headers, stream=True) as response:
+            if response.status_code == 304 and meta:
+                return Fetched(source, NOT_MODIFIED)
+            if response.status_code != 200:
+                return Fetched(source, FAILED, reason=f"HTTP {response.status_code}")
+            chunks = []
+            size = 0
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                size += len(chunk)
+                if size > max_bytes:
+                    return Fetched(source, FAILED, reason=f"larger than {max_bytes} bytes")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            content_type = response.headers.get("Content-Type", "")
+            validators = {
+                "etag": response.headers.get("ETag"),
+                "last_modified": response.headers.get("Last-Modified"),
+            }
+    except requests.RequestException as exc:
+        return Fetched(source, FAILED, reason=type(exc).__name__ + ": " + str(exc)[:200])
+    if looks_like_html(body, content_type):
+        return Fetched(source, FAILED, reason="returned an HTML page, not a list")
+    return Fetched(source, FRESH, body, validators=validators)
+
+
+def fetch(source: Source, cache: Cache, *, session: Any, max_bytes: int) -> Fetched:
+    """Fetch one source; see the module docstring."""
+    meta = cache.meta(source.url)
+    path = source.local_path
+    if path is not None:
+        return _fetch_file(source, path, meta, max_bytes)
+    return _fetch_http(source, session, meta, max_bytes)
+
+
+def source_name(url: str) -> str:
+    """A short readable name for logs and the summary: host and last path part."""
+    parts = urlsplit(url)
+    tail = PurePosixPath(parts.path).name or parts.path
+    return f"{parts.netloc}/{tail}" if parts.netloc else tail or url
