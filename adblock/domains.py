@@ -4,7 +4,9 @@ Contract: `normalize(token)` turns one token from a list into the name to block 
 dot, punycode) or tells why it cannot be blocked: `INVALID` (not a blockable host name; hblock rejects the
 whole line) or `RESERVED` (a local/special-use name that must never be blocked; dropped on its own).
 The rules follow hblock: labels of `[0-9a-z_-]` (1-63 chars), at least two labels, a last label that starts
-with a letter and ends with a letter or digit. We also cap names at 253 characters (DNS limit).
+with a letter and ends with a letter or digit. Two additions: no label starts or ends with a hyphen (host
+name rule; it also keeps AdBlock URL fragments like `-coin-hive.js` out), and names are capped at 253
+characters (DNS limit).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ LOCAL_NAMES = frozenset(
     }
 )  # fmt: skip
 
-NAME_RE = re.compile(r"(?:[0-9a-z_-]{1,63}\.)+[a-z][0-9a-z-]{0,61}[0-9a-z]")
+NAME_RE = re.compile(r"(?:[0-9a-z_](?:[0-9a-z_-]{0,61}[0-9a-z_])?\.)+[a-z][0-9a-z-]{0,61}[0-9a-z]")
 MAX_NAME = 253
 
 

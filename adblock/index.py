@@ -182,7 +182,7 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     new_body = body_of(ours)
     if old_body == new_body:
         if not dry_run:
-            _save_state(state_path, fingerprint, current.ours, len(names))
+            _save_state(state_path, _fingerprint(opts, fetched, cache), current.ours, len(names))
         return {"changed": False, "summary": f"{len(names):,} domains {where}, unchanged"}
 
     old_names = names_in(old_body, opts.format) if old_body else set()
@@ -200,7 +200,7 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
 
     content = compose(current, ours, opts.block)
     how = write_file(opts.output, content, current.full, state_dir / "backups")
-    _save_state(state_path, fingerprint, ours, len(names))
+    _save_state(state_path, _fingerprint(opts, fetched, cache), ours, len(names))
     log.info("wrote %s (%s): %s", opts.output, how, change)
     if opts.reload:
         try:

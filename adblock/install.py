@@ -123,13 +123,15 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def write_file(path: Path, data: bytes, previous: bytes | None, backup_dir: Path) -> str:
+def write_file(
+    path: Path, data: bytes, previous: bytes | None, backup_dir: Path, *, mountinfo: Path = MOUNTINFO
+) -> str:
     """Write `data` to `path` (see the module docstring); returns "replaced" or "in place"."""
     if previous is not None:
         backup_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(backup_dir / f"{path.name}.bak", previous, mode=0o600)
     _remove_stale_temps(path)
-    if previous is not None and is_mount_point(path):
+    if previous is not None and is_mount_point(path, mountinfo):
         _rewrite_in_place(path, data)
         return "in place"
     try:

@@ -1,0 +1,88 @@
+"""Shared helpers for the adblock tests: fixture paths, module args, a tiny DNS client, list builders."""
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "adblock"
+
+
+def fixture(name: str) -> Path:
+    """Path of a shared adblock fixture; skips the test with a reason when ../shared is absent."""
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f"shared fixture {path} is absent (../shared/fixtures/adblock not checked out beside the repo)")
+    return path
+
+
+def module_args(tmp_path: Path, sources: list[Any], **extra: Any) -> dict[str, Any]:
+    """Args as the orchestrator passes them, writing only under tmp_path."""
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    args: dict[str, Any] = {
+        "name": "adblock",
+        "dry_run": False,
+        "state_dir": str(state),
+        "sources": sources,
+        "output": str(tmp_path / "hosts"),
+        "http_retries": 0,
+        "http_backoff": 0,
+        "http_timeout": 5,
+    }
+    args.update(extra)
+    return args
+
+
+def hosts_list(names: list[str], ip: str = "0.0.0.0") -> bytes:
+    return ("# test list\n" + "".join(f"{ip} {n}\n" for n in names)).encode()
+
+
+def numbered(prefix: str, count: int, tld: str = "com") -> list[str]:
+    return [f"{prefix}{i:05d}.{tld}" for i in range(count)]
+
+
+def block_names(hosts: Path) -> list[str]:
+    """The names inside the managed block of a hosts file, in file order."""
+    text = hosts.read_text()
+    inside = text.split("# BEGIN updates-adblock\n", 1)[1].split("# END updates-adblock\n", 1)[0]
+    return [line.split()[1] for line in inside.splitlines() if line and not line.startswith("#")]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dns_query(name: str, port: int, qtype: int = 1, timeout: float = 1.0) -> tuple[int, list[str]]:
+    """Ask 127.0.0.1:port for `name`; returns (rcode, IPv4 answers). Raises socket.timeout when silent."""
+    ident = random.randrange(1 << 16)
+    question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    packet = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(packet, ("127.0.0.1", port))
+        reply, _ = sock.recvfrom(4096)
+    rid, flags, _qd, ancount, _ns, _ar = struct.unpack("!HHHHHH", reply[:12])
+    assert rid == ident
+    offset = 12 + len(question) + 4
+    answers = []
+    for _ in range(ancount):
+        if reply[offset] & 0xC0 == 0xC0:
+            offset += 2
+        else:
+            while reply[offset]:
+                offset += reply[offset] + 1
+            offset += 1
+        rtype, _cls, _ttl, length = struct.unpack("!HHIH", reply[offset : offset + 10])
+        offset += 10
+        if rtype == 1 and length == 4:
+            answers.append(socket.inet_ntoa(reply[offset : offset + 4]))
+        offset += length
+    return flags & 0xF, answers
