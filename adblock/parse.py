@@ -37,6 +37,7 @@ _FAST = re.compile(
 # AdBlock syntax markers; plain hosts and domain lines never contain them.
 _ABP_MARK = re.compile(r"[|^$*/@]|#[@?$%]?#")
 _ABP_DOMAIN = re.compile(r"\|\|([^|^$*/@#\s]+)\^")
+_TRAILING_COMMENT = re.compile(r"\s+#.*")  # `||name^ # why`: cosmetic rules (`##`) never follow a blank
 
 COMMENT = "comment"
 UNSUPPORTED = "unsupported"
@@ -87,7 +88,7 @@ def parse_line(line: str, lenient: bool = False) -> tuple[list[str], str, int]:
     if not text or text[0] in "#!" or (text[0] == "[" and text[-1] == "]"):
         return [], COMMENT, 0
     if _ABP_MARK.search(text):
-        match = _ABP_DOMAIN.fullmatch(text)
+        match = _ABP_DOMAIN.fullmatch(_TRAILING_COMMENT.sub("", text))
         if match is None:
             return [], UNSUPPORTED, 0
         tokens = [match.group(1)]
