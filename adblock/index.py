@@ -73,7 +73,8 @@ def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bo
             assert item.body is not None
             parsed = parse_list(item.body, lenient=opts.lenient)
             previous = cache.meta(source.url).get("names", 0)
-            if parsed.stats.names == 0 or parsed.stats.names < opts.min_source_fraction * previous:
+            too_small = parsed.stats.names < opts.min_source_fraction * previous and not opts.force
+            if parsed.stats.names == 0 or too_small:
                 item.status, item.reason = FAILED, (
                     f"implausibly small ({parsed.stats.names:,} names, last good copy had {previous:,})"
                 )

@@ -99,11 +99,12 @@ def render(
 
 
 def body_of(content: bytes) -> bytes:
-    """The body of rendered content (everything after the first empty line)."""
+    """The body of rendered content: everything after the first empty line (all of it when there is none,
+    as in a block written by hand or by another tool)."""
     if content.startswith(b"\n"):
         return content[1:]
     _, sep, body = content.partition(b"\n\n")
-    return body if sep else b""
+    return body if sep else content
 
 
 def names_in(body: bytes, fmt: str) -> set[str]:
