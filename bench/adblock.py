@@ -54,7 +54,7 @@ def compile_once(path: Path) -> tuple[float, int, int, int]:
 class _NotModified(http.server.BaseHTTPRequestHandler):
     body = b""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.headers.get("If-None-Match") == '"v1"':
             self.send_response(304)
             self.end_headers()

@@ -102,7 +102,9 @@ def test_crash_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
         "from updates.adblock.index import main\n"
         "main(json.loads(sys.argv[1]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", child, json.dumps(args)], capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", child, json.dumps(args)], check=False, capture_output=True, timeout=60
+    )
     assert proc.returncode == -signal.SIGXFSZ, proc.stderr.decode()
     assert hosts.read_bytes() == USER_BEFORE
     leftovers = list(tmp_path.glob(".hosts.*.tmp"))
@@ -143,7 +145,7 @@ def test_shrink_guard_refuses_then_force_accepts(tmp_path: Path) -> None:
 
 def test_reload_failure_is_reported_after_the_write(tmp_path: Path) -> None:
     args = module_args(tmp_path, [write_source(tmp_path, ["a.example.com"])], reload=["sh", "-c", "exit 3"])
-    with pytest.raises(UpdatesError, match="blocklist written .* but the reload command failed: .*exit code 3"):
+    with pytest.raises(UpdatesError, match=r"blocklist written .* but the reload command failed: .*exit code 3"):
         main(args)
     assert block_names(tmp_path / "hosts") == ["a.example.com"]
 
@@ -161,7 +163,7 @@ def test_whole_file_install_for_other_formats(tmp_path: Path) -> None:
 def mount_bind(source: Path, target: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("bind mounts need root")
-    proc = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+    proc = subprocess.run(["mount", "--bind", str(source), str(target)], check=False, capture_output=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot bind-mount here: {proc.stderr.decode().strip()}")
 

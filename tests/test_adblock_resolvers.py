@@ -1,0 +1,130 @@
+"""The configs adblock writes, fed to the real resolvers: dnsmasq and unbound check them, and live daemons on
+127.0.0.1 (high ports) answer a blocked name with the block answer and an allowed name normally.
+The tests skip with a reason when the binaries are missing (.ci/run installs dnsmasq-base and unbound)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from adblock_support import dns_query, fixture, free_udp_port, module_args
+from updates.adblock.index import main
+
+BLOCKED = "ads.tracker-network.net"
+ALLOWED = "allowed.site.org"
+LOCAL_ANSWER = "192.0.2.10"
+
+
+def need(program: str) -> str:
+    path = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/sbin/{program}") if Path(p).exists()), None
+    )
+    if path is None:
+        pytest.skip(f"{program} is not installed (apt-get install dnsmasq-base unbound)")
+    return path
+
+
+def compile_to(tmp_path: Path, fmt: str, real_lists: bool = True) -> Path:
+    source = tmp_path / "list.txt"
+    source.write_text(f"0.0.0.0 {BLOCKED}\n0.0.0.0 {ALLOWED}\n")
+    sources = [f"file://{source}"]
+    if real_lists:
+        sources += [str(fixture(n)) for n in ("adaway.github.io-hosts.txt", "PiHoleBlocklist-SmartTV-AGH.txt",
+                                              "adblock-nocoin-list-nocoin.txt", "hosts.extras-add.2o7Net-hosts")]
+    out = tmp_path / f"blocklist.{fmt}.conf"
+    main(module_args(tmp_path, sources, format=fmt, output=str(out), allow=[ALLOWED]))
+    return out
+
+
+def wait_for_answer(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"resolver exited with {proc.returncode}: {out}")
+        try:
+            dns_query(ALLOWED, port, timeout=0.3)
+            return
+        except (TimeoutError, ConnectionRefusedError):
+            time.sleep(0.1)
+    pytest.fail("resolver did not answer within 20 s")
+
+
+@contextmanager
+def daemon(argv: list[str], port: int) -> Iterator[None]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_answer(port, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_dnsmasq_accepts_the_config(tmp_path: Path) -> None:
+    dnsmasq = need("dnsmasq")
+    conf = compile_to(tmp_path, "dnsmasq")
+    proc = subprocess.run([dnsmasq, "--test", f"--conf-file={conf}"], capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"syntax check OK" in proc.stdout + proc.stderr
+    assert f"address=/{BLOCKED}/0.0.0.0\n" in conf.read_text()
+
+
+def test_dnsmasq_rejects_a_broken_config(tmp_path: Path) -> None:
+    # The check above can fail: a config dnsmasq does not understand is refused.
+    dnsmasq = need("dnsmasq")
+    conf = tmp_path / "broken.conf"
+    conf.write_text("address=/ok.example.com/0.0.0.0\nlocal-zone: \"x\" always_nxdomain\n")
+    proc = subprocess.run([dnsmasq, "--test", f"--conf-file={conf}"], capture_output=True, check=False)
+    assert proc.returncode != 0
+
+
+def test_unbound_accepts_the_config(tmp_path: Path) -> None:
+    checkconf = need("unbound-checkconf")
+    conf = compile_to(tmp_path, "unbound")
+    proc = subprocess.run([checkconf, str(conf)], capture_output=True, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()
+    assert f'local-zone: "{BLOCKED}" always_nxdomain\n' in conf.read_text()
+    broken = tmp_path / "broken.conf"
+    broken.write_text(conf.read_text().replace("always_nxdomain", "always_sometimes", 1))
+    assert subprocess.run([checkconf, str(broken)], capture_output=True, check=False).returncode != 0
+
+
+def test_live_dnsmasq_blocks_and_allows(tmp_path: Path) -> None:
+    dnsmasq = need("dnsmasq")
+    conf = compile_to(tmp_path, "dnsmasq", real_lists=False)
+    port = free_udp_port()
+    argv = [
+        dnsmasq, "--keep-in-foreground", f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+        "--no-resolv", "--no-hosts", f"--conf-file={conf}", f"--pid-file={tmp_path / 'dnsmasq.pid'}",
+        f"--host-record={ALLOWED},{LOCAL_ANSWER}", "--log-facility=-",
+    ]
+    with daemon(argv, port):
+        assert dns_query(BLOCKED, port) == (0, ["0.0.0.0"])
+        assert dns_query(f"deeper.{BLOCKED}", port) == (0, ["0.0.0.0"])  # address=/x/ covers subdomains
+        assert dns_query(ALLOWED, port) == (0, [LOCAL_ANSWER])
+
+
+def test_live_unbound_blocks_and_allows(tmp_path: Path) -> None:
+    unbound = need("unbound")
+    ours = compile_to(tmp_path, "unbound", real_lists=False)
+    port = free_udp_port()
+    main_conf = tmp_path / "unbound.conf"
+    main_conf.write_text(
+        "server:\n"
+        f'  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  do-tcp: no\n  username: ""\n  chroot: ""\n'
+        f'  directory: "{tmp_path}"\n  pidfile: "{tmp_path / "unbound.pid"}"\n  use-syslog: no\n'
+        f'  local-data: "{ALLOWED}. 60 IN A {LOCAL_ANSWER}"\n'
+        f'include: "{ours}"\n'
+    )
+    with daemon([unbound, "-d", "-c", str(main_conf)], port):
+        assert dns_query(BLOCKED, port) == (3, [])  # NXDOMAIN
+        assert dns_query(ALLOWED, port) == (0, [LOCAL_ANSWER])
