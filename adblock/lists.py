@@ -10,6 +10,8 @@ Rule files hold one rule per line; `#` starts a comment (except inside a `/regex
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from ..utils.errors import UsageError
 from .domains import INVALID, RESERVED, normalize
+from .parallel import unique_sorted
 
 
 @dataclass(frozen=True)
@@ -124,29 +127,29 @@ def drop_covered_subdomains(names: list[str]) -> list[str]:
     return kept
 
 
+def _contains(names: list[str], name: str) -> bool:
+    index = bisect.bisect_left(names, name)
+    return index < len(names) and names[index] == name
+
+
 def merge(
-    sources: Iterable[dict[str, None]],
+    sources: Iterable[list[str]],
     *,
     allow: Rules,
     deny: Rules,
     filter_subdomains: bool = False,
 ) -> list[str]:
-    """The final sorted list: union of the sources, minus allowed names, plus denied ones."""
-    merged: dict[str, None] = {}
-    for names in sources:
-        if merged:
-            merged.update(names)
-        else:
-            merged = dict(names)
-    if allow:
-        if allow.suffixes or allow.patterns:
-            for name in [n for n in merged if allow.matches(n)]:
-                del merged[name]
-        else:
-            for name in allow.exact.intersection(merged):
-                del merged[name]
-    merged.update(dict.fromkeys(deny.exact | deny.suffixes))
-    result = list(merged)
-    del merged
-    result.sort()
+    """The final sorted list from sorted, de-duplicated source lists: their union, minus allowed names,
+    plus denied ones. The input lists are not modified."""
+    lists = list(sources)
+    # Several sorted runs: Timsort merges them; one list is used as it is.
+    result = lists[0] if len(lists) == 1 else unique_sorted(list(itertools.chain.from_iterable(lists)))
+    if allow.suffixes or allow.patterns:
+        result = [n for n in result if not allow.matches(n)]
+    elif allow.exact and not allow.exact.isdisjoint(result):
+        result = [n for n in result if n not in allow.exact]
+    extra = [name for name in sorted(deny.exact | deny.suffixes) if not _contains(result, name)]
+    if extra:
+        result = result + extra
+        result.sort()
     return drop_covered_subdomains(result) if filter_subdomains else result

@@ -16,12 +16,17 @@ afterwards on the few names longer than 63 characters. Possessive quantifiers ke
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from dataclasses import dataclass, field
 
 from .domains import INVALID, RESERVED, RESERVED_TLDS, is_valid, normalize
+from .parallel import parse_in_two, unique_sorted
+
+log = logging.getLogger(__name__)
 
 SAMPLES = 5
+PARALLEL_MIN = 8 << 20  # characters; below this a second process costs more than it saves
 STRICT_IPS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1"})  # noqa: S104 - blocklist prefixes, not binds
 
 # Top-level names the fast path must leave to the careful path: reserved ones, and `arpa` (home.arpa).
@@ -63,7 +68,7 @@ class ListStats:
 
 @dataclass
 class ParsedList:
-    names: dict[str, None]  # insertion-ordered set: file order keeps the later sort cache-friendly
+    names: list[str]  # sorted, no duplicates
     stats: ListStats
 
 
@@ -128,38 +133,57 @@ def decode(data: bytes) -> str:
     return text
 
 
-def parse_list(data: bytes, *, lenient: bool = False) -> ParsedList:
-    """Parse one list; see the module docstring."""
-    text = decode(data)
+def parse_chunk(text: str, lenient: bool = False) -> tuple[list[str], ListStats]:
+    """The names of decoded text (file order, duplicates kept) and its counts (`names` left at 0)."""
     stats = ListStats(lines=text.count("\n"))
     parts = _FAST.split(text)
-    names = dict.fromkeys(filter(None, parts[1::2]))
+    names = list(filter(None, parts[1::2]))
     leftovers = list(filter(None, parts[0::2]))
     del parts
     if names and max(map(len, names)) > 63:
-        _recheck(names, stats)
+        names = [n for n in names if len(n) <= 63 or _still_valid(n, stats)]
     for chunk in leftovers:
         for line in chunk.split("\n"):
             if line:
-                _careful(line, lenient, names, stats)
+                found, status, reserved = parse_line(line, lenient)
+                stats.reserved += reserved
+                if status is OK:
+                    names += found
+                elif status is INVALID:
+                    stats.reject(line)
+                elif status is UNSUPPORTED:
+                    stats.unsupported += 1
+    return names, stats
+
+
+def _still_valid(name: str, stats: ListStats) -> bool:
+    """The length rules the fast pattern leaves out (labels up to 63, names up to 253 characters)."""
+    if is_valid(name):
+        return True
+    stats.reject(name)
+    return False
+
+
+def parse_list(data: bytes, *, lenient: bool = False, parallel_min: int = PARALLEL_MIN) -> ParsedList:
+    """Parse one list into its sorted, de-duplicated names; see the module docstring.
+
+    Texts of `parallel_min` characters or more are parsed by two processes when the machine has two CPUs
+    (see parallel.py); the result is the same.
+    """
+    text = decode(data)
+    del data
+    result = None
+    if len(text) >= parallel_min:
+        try:
+            result = parse_in_two(text, lenient, parse_chunk)
+        except (EOFError, OSError, RuntimeError) as exc:
+            log.warning("parallel parsing failed (%s); parsing in this process", exc)
+    if result is None:
+        found, stats = parse_chunk(text, lenient)
+        del text
+        names = unique_sorted(found)
+        del found
+    else:
+        names, stats = result
     stats.names = len(names)
     return ParsedList(names, stats)
-
-
-def _recheck(names: dict[str, None], stats: ListStats) -> None:
-    """Apply the length rules the fast pattern leaves out (labels up to 63, names up to 253 characters)."""
-    for name in [n for n in names if len(n) > 63]:
-        if not is_valid(name):
-            del names[name]
-            stats.reject(name)
-
-
-def _careful(line: str, lenient: bool, names: dict[str, None], stats: ListStats) -> None:
-    found, status, reserved = parse_line(line, lenient)
-    stats.reserved += reserved
-    if status is OK:
-        names.update(dict.fromkeys(found))
-    elif status is INVALID:
-        stats.reject(line)
-    elif status is UNSUPPORTED:
-        stats.unsupported += 1
