@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import re
 
+try:
+    # Imported here, not on first use: the parse helper process (parallel.py) must never import anything.
+    import idna
+except ImportError:  # pragma: no cover - requests depends on idna
+    idna = None
+
 INVALID = "invalid"
 RESERVED = "reserved"
 
@@ -49,17 +55,13 @@ def is_valid(name: str) -> bool:
 
 
 def to_ascii(name: str) -> str | None:
-    """Punycode form of an internationalized name, or None when it is not a valid IDN."""
+    """Punycode form of an internationalized name (IDNA 2008 with UTS 46 mapping when the `idna` package,
+    a dependency of requests, is there; Python's IDNA 2003 codec otherwise), or None when it is not valid."""
     try:
-        import idna  # noqa: PLC0415 - only lists with non-ASCII names pay for the import
-
-        return idna.encode(name, uts46=True).decode("ascii")
-    except ImportError:
-        try:
+        if idna is None:
             return name.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    except (idna.IDNAError, UnicodeError):
+        return idna.encode(name, uts46=True).decode("ascii")
+    except (UnicodeError, ValueError):  # idna.IDNAError is a UnicodeError
         return None
 
 

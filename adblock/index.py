@@ -81,6 +81,7 @@ def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bo
                 parsed = None
             elif not dry_run:
                 cache.store(source.url, item.body, names=parsed.stats.names, validators=item.validators)
+            item.body = None  # parsed (and cached): a large list should not stay in memory twice
         if parsed is None:
             cached = cache.body(source.url)
             if cached is None:
@@ -180,8 +181,7 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
         where += f" ({len(gathered.stale)} from cache: {', '.join(gathered.stale)})"
 
     old_body = body_of(current.ours) if current.ours is not None else None
-    new_body = body_of(ours)
-    if old_body == new_body:
+    if old_body == body_of(ours):
         if not dry_run:
             _save_state(state_path, _fingerprint(opts, fetched, cache), current.ours, len(names))
         return {"changed": False, "summary": f"{len(names):,} domains {where}, unchanged"}
