@@ -23,6 +23,7 @@ from typing import Any
 from ..utils.errors import UpdatesError
 from ..utils.fsutil import atomic_write_text
 from ..utils.proc import run
+from . import LIVE_CHECKSUM
 from .config import Options
 from .install import compose, read_current, write_file
 from .lists import Rules, load_rules, merge
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 _NOT_IN_OUTPUT = ("reload", "reload_timeout", "force")
-FORMAT_VERSION = 1  # bump when parsing or rendering changes, so the "nothing changed" shortcut is not taken
 
 
 @dataclass
@@ -75,8 +75,10 @@ def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bo
             previous = cache.meta(source.url).get("names", 0)
             too_small = parsed.stats.names < opts.min_source_fraction * previous and not opts.force
             if parsed.stats.names == 0 or too_small:
-                item.status, item.reason = FAILED, (
-                    f"implausibly small ({parsed.stats.names:,} names, last good copy had {previous:,})"
+                item.status = FAILED
+                item.reason = (
+                    f"implausibly small ({parsed.stats.names:,} names, the last good copy had {previous:,})"
+                    if parsed.stats.names else "no names in it"
                 )
                 parsed = None
             elif not dry_run:
@@ -111,7 +113,7 @@ def _fingerprint(opts: Options, fetched: Sequence[Fetched], cache: Cache) -> str
         except OSError:
             rule_files.append(None)
     parts = {
-        "version": FORMAT_VERSION,
+        "code": LIVE_CHECKSUM,  # new parsing or rendering code must not take the "nothing changed" shortcut
         "options": {k: str(v) for k, v in vars(opts).items() if k not in _NOT_IN_OUTPUT},
         "rule_files": rule_files,
         "sources": [cache.meta(item.source.url).get("sha256") for item in fetched],
