@@ -193,3 +193,19 @@ def test_directory_backup_must_share_the_file_system(tmp_path: Path) -> None:
     with pytest.raises((InstallError, OSError)):
         install_directory(plan, new_dir, Version(0, 14, 3), Version(0, 13, 4))
     assert install_dir.is_dir() and (new_dir / "gogs").exists()
+
+
+def test_module_timeout_during_health_wait_is_undone_then_propagates(
+    tmp_path: Path, services: ServiceRig, rig: dict
+) -> None:
+    from dataclasses import replace
+
+    from updates.utils.deadline import deadline
+    from updates.utils.errors import ModuleTimeout
+
+    plan = rig["plan"]
+    slow = replace(plan.service, health=replace(plan.service.health, timeout_s=60))
+    with pytest.raises(ModuleTimeout), deadline(1.5):
+        install_binary(replace(plan, service=slow), new_binary(rig["target"], health="bad"), NEW, OLD)
+    assert rig["target"].read_bytes() == rig["old"]
+    assert services.running_version("filebrowser") == "2.63.22"

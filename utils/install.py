@@ -10,6 +10,7 @@ Contract of `install_binary(plan, new_file, version, old_version)`:
    A service that was not running is left stopped (the administrator stopped it) and not polled.
 4. On any failure after step 2 the previous binary and the extra files are put back, the service is started
    again, and `InstallError` says what failed and that it was rolled back (or that the rollback failed too).
+   An interruption (module timeout, Ctrl-C) is undone the same way and then propagates unchanged.
 `probe_version` runs `<binary> <args>` through `utils.proc.run` and parses the tool's real output format.
 """
 
@@ -189,8 +190,13 @@ def install_binary(
             start_and_check(service)
         elif service is not None:
             log.info("%s was not running; left stopped, no health check", service.unit)
-    except (UpdatesError, OSError) as exc:
+    except BaseException as exc:
+        # Undo on anything, a module timeout or Ctrl-C included: a stopped service or a half-done switch is
+        # worse than the old version running. Errors we can explain become one InstallError line.
         note = _undo_binary(plan, backup, extra_saved, was_active)
+        if not isinstance(exc, (UpdatesError, OSError)):
+            log.error("interrupted while installing %s %s%s", target.name, version, note)
+            raise
         raise InstallError(f"{target.name} {version} failed: {exc}{note}") from exc
     log.info("installed %s %s (backup %s)", target, version, backup)
     prune_backups(plan.backup_dir, target.name, plan.keep_backups)

@@ -134,12 +134,15 @@ def install_directory(
             start_and_check(service)
         elif service is not None:
             log.info("%s was not running; left stopped, no health check", service.unit)
-    except (UpdatesError, OSError) as exc:
+    except BaseException as exc:  # undo on anything, see install.install_binary
         note = (
             _undo(plan, backup, version, stamp, was_active)
             if switched
             else restart_after_undo(service, was_active)
         )
+        if not isinstance(exc, (UpdatesError, OSError)):
+            log.error("interrupted while installing %s %s%s", install_dir.name, version, note)
+            raise
         raise InstallError(f"{install_dir.name} {version} failed: {exc}{note}") from exc
     log.info("installed %s %s; previous directory kept as %s", install_dir, version, backup)
     prune_backups(plan.backup_dir, install_dir.name, plan.keep_backups)
