@@ -129,7 +129,7 @@ def _load_state(path: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _digest(data: bytes | None) -> str | None:
+def _digest(data: bytes | memoryview | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
@@ -161,7 +161,7 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     if (
         all(item.status == NOT_MODIFIED for item in fetched)
         and state.get("fingerprint") == fingerprint
-        and state.get("installed") == _digest(current.ours)
+        and state.get("installed") == _digest(current.ours())
     ):
         return {"changed": False, "summary": f"{state.get('count', 0):,} domains, all sources unchanged"}
 
@@ -176,25 +176,26 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
         (parsed.names for _, parsed in gathered.lists),
         allow=allow, deny=deny, filter_subdomains=opts.filter_subdomains,
     )
-    meta = Meta([(name, parsed.stats.names) for name, parsed in gathered.lists], _epoch())
-    ours = render(names, opts.format, meta, redirect_ip=opts.redirect_ip, redirect_ipv6=opts.redirect_ipv6)
     where = f"from {used}/{total} sources"
     if gathered.stale:
         where += f" ({len(gathered.stale)} from cache: {', '.join(gathered.stale)})"
 
-    old_body = body_of(current.ours) if current.ours is not None else None
+    meta = Meta([(name, parsed.stats.names) for name, parsed in gathered.lists], _epoch())
+    del gathered  # with several sources, their own lists are no longer needed
+    ours = render(names, opts.format, meta, redirect_ip=opts.redirect_ip, redirect_ipv6=opts.redirect_ipv6)
+    old_body = current.body()
     if old_body == body_of(ours):
         if not dry_run:
-            _save_state(state_path, _fingerprint(opts, fetched, cache), current.ours, len(names))
+            _save_state(state_path, _fingerprint(opts, fetched, cache), current.ours(), len(names))
         return {"changed": False, "summary": f"{len(names):,} domains {where}, unchanged"}
+    old_count, removed = _compare(old_body, names, opts.format)
+    del old_body
 
-    old_names = names_in(old_body, opts.format) if old_body else set()
-    removed = len(old_names.difference(names))
-    added = len(names) - (len(old_names) - removed)
+    added = len(names) - (old_count - removed)
     change = f"+{added:,} -{removed:,} = {len(names):,} domains {where}"
-    if old_names and len(names) < opts.shrink_guard * len(old_names) and not opts.force:
+    if old_count and len(names) < opts.shrink_guard * old_count and not opts.force:
         raise UpdatesError(
-            f"refusing to shrink the blocklist from {len(old_names):,} to {len(names):,} domains "
+            f"refusing to shrink the blocklist from {old_count:,} to {len(names):,} domains "
             f"(below the shrink guard {opts.shrink_guard:g}); {opts.output} left as it was",
             hint="check the sources; set args.force to true for one run to accept it",
         )
@@ -213,6 +214,14 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"changed": True, "summary": change}
 
 
-def _save_state(path: Path, fingerprint: str, installed: bytes | None, count: int) -> None:
+def _compare(old_body: bytes | None, names: list[str], fmt: str) -> tuple[int, int]:
+    """(names installed now, how many of them the new list drops), without a set of the old names."""
+    if not old_body:
+        return 0, 0
+    kept = bytes(map(set(names).__contains__, names_in(old_body, fmt)))  # one 0/1 byte per old name
+    return len(kept), kept.count(0)
+
+
+def _save_state(path: Path, fingerprint: str, installed: bytes | memoryview | None, count: int) -> None:
     state = {"fingerprint": fingerprint, "installed": _digest(installed), "count": count}
     atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True) + "\n", mode=0o600)

@@ -32,11 +32,27 @@ _OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo writes space, tab, newline and
 
 @dataclass(frozen=True)
 class Current:
-    """The target as it is now: the whole file (None if absent) and our part of it (None if absent)."""
+    """The target as it is now: the whole file (None if absent) and where our part of it is (no copies:
+    the file may be tens of megabytes)."""
 
     full: bytes | None
-    ours: bytes | None
-    span: tuple[int, int] | None = None  # byte range of the managed block, markers included
+    region: tuple[int, int] | None = None  # our content: between the markers, or the whole file
+    span: tuple[int, int] | None = None  # the managed block, markers included
+
+    def ours(self) -> memoryview | None:
+        if self.full is None or self.region is None:
+            return None
+        return memoryview(self.full)[self.region[0] : self.region[1]]
+
+    def body(self) -> bytes | None:
+        """The installed list without its header (see render.body_of), or None when nothing is installed."""
+        if self.full is None or self.region is None:
+            return None
+        start, end = self.region
+        if self.full[start : start + 1] == b"\n":
+            return self.full[start + 1 : end]
+        gap = self.full.find(b"\n\n", start, end)
+        return self.full[gap + 2 : end] if gap != -1 else self.full[start:end]
 
 
 def _line_spans(data: bytes, marker: bytes) -> list[tuple[int, int]]:
@@ -59,20 +75,20 @@ def read_current(path: Path, block: bool) -> Current:
     try:
         full = path.read_bytes()
     except FileNotFoundError:
-        return Current(None, None)
+        return Current(None)
     except OSError as exc:
         raise UpdatesError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not block:
-        return Current(full, full)
+        return Current(full, (0, len(full)))
     begins, ends = _line_spans(full, BEGIN), _line_spans(full, END)
     if not begins and not ends:
-        return Current(full, None)
+        return Current(full)
     if len(begins) != 1 or len(ends) != 1 or ends[0][0] < begins[0][1]:
         raise UpdatesError(
             f"{path}: the '# BEGIN updates-adblock' / '# END updates-adblock' markers are damaged "
             f"({len(begins)} BEGIN, {len(ends)} END); fix the file by hand, nothing was written"
         )
-    return Current(full, full[begins[0][1] : ends[0][0]], (begins[0][0], ends[0][1]))
+    return Current(full, (begins[0][1], ends[0][0]), (begins[0][0], ends[0][1]))
 
 
 def compose(current: Current, ours: bytes, block: bool) -> bytes:
