@@ -11,8 +11,10 @@ cache) and the summary says what would change. Args are documented in README.md.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import operator
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -179,6 +181,8 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     where = f"from {used}/{total} sources"
     if gathered.stale:
         where += f" ({len(gathered.stale)} from cache: {', '.join(gathered.stale)})"
+    if gathered.skipped:
+        where += f" (skipped: {', '.join(gathered.skipped)})"
 
     meta = Meta([(name, parsed.stats.names) for name, parsed in gathered.lists], _epoch())
     del gathered  # with several sources, their own lists are no longer needed
@@ -218,7 +222,9 @@ def _compare(old_body: bytes | None, names: list[str], fmt: str) -> tuple[int, i
     """(names installed now, how many of them the new list drops), without a set of the old names."""
     if not old_body:
         return 0, 0
-    kept = bytes(map(set(names).__contains__, names_in(old_body, fmt)))  # one 0/1 byte per old name
+    # One 0/1 byte per old name; groupby folds the IPv6 twin line of a hosts entry into its IPv4 line.
+    old = map(operator.itemgetter(0), itertools.groupby(names_in(old_body, fmt)))
+    kept = bytes(map(set(names).__contains__, old))
     return len(kept), kept.count(0)
 
 

@@ -143,6 +143,22 @@ def test_shrink_guard_refuses_then_force_accepts(tmp_path: Path) -> None:
     assert marker.read_text() == "reloaded\nreloaded\n"
 
 
+def test_ipv6_twin_lines_count_once(tmp_path: Path) -> None:
+    args = module_args(tmp_path, [write_source(tmp_path, ["a.example.com", "b.example.com"])], redirect_ipv6="::")
+    main(args)
+    assert (tmp_path / "hosts").read_text().endswith(
+        "\n0.0.0.0 a.example.com\n:: a.example.com\n0.0.0.0 b.example.com\n:: b.example.com\n# END updates-adblock\n"
+    )
+    result = main({**args, "sources": [write_source(tmp_path, ["b.example.com", "c.example.com"])]})
+    assert result == {"changed": True, "summary": "+1 -1 = 2 domains from 1/1 sources"}
+
+
+def test_skipped_source_is_named_in_the_summary(tmp_path: Path) -> None:
+    sources = [write_source(tmp_path, ["a.example.com"]), {"url": "file:///nonexistent/list", "name": "gone"}]
+    result = main(module_args(tmp_path, sources))
+    assert result == {"changed": True, "summary": "+1 -0 = 1 domains from 1/2 sources (skipped: gone)"}
+
+
 def test_reload_failure_is_reported_after_the_write(tmp_path: Path) -> None:
     args = module_args(tmp_path, [write_source(tmp_path, ["a.example.com"])], reload=["sh", "-c", "exit 3"])
     with pytest.raises(UpdatesError, match=r"blocklist written .* but the reload command failed: .*exit code 3"):
