@@ -135,10 +135,11 @@ def decode(data: bytes) -> str:
 
 def parse_chunk(text: str, lenient: bool = False) -> tuple[list[str], ListStats]:
     """The names of decoded text (file order, duplicates kept) and its counts (`names` left at 0)."""
-    stats = ListStats(lines=text.count("\n"))
     parts = _FAST.split(text)
     names = list(filter(None, parts[1::2]))
     leftovers = list(filter(None, parts[0::2]))
+    # Every match is one line; what lies between matches is whole lines, each ending in "\n".
+    stats = ListStats(lines=len(parts) // 2 + sum(chunk.count("\n") for chunk in leftovers))
     del parts
     if names and max(map(len, names)) > 63:
         names = [n for n in names if len(n) <= 63 or _still_valid(n, stats)]
