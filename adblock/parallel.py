@@ -87,10 +87,6 @@ def _merge_range(mine: list[str], theirs: list[str]) -> list[str]:
     return unique_sorted(mine)  # two sorted runs: Timsort merges them in one pass
 
 
-def _stats_tuple(stats: Any) -> tuple[int, int, int, int, list[str]]:
-    return stats.lines, stats.invalid, stats.reserved, stats.unsupported, stats.samples
-
-
 def _child(
     text: str, lenient: bool, pivot: str, parse_chunk: Callable[..., Any], *, out: BinaryIO, inp: BinaryIO
 ) -> None:
@@ -98,7 +94,7 @@ def _child(
     del text
     names.sort()
     cut = bisect.bisect_left(names, pivot)
-    _send(out, marshal.dumps(_stats_tuple(stats)))
+    _send(out, marshal.dumps(stats.counts()))
     _send_names(out, names[:cut])
     upper = names[cut:]
     del names
@@ -149,11 +145,6 @@ def parse_in_two(text: str, lenient: bool, parse_chunk: Callable[..., Any]) -> t
         _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"the parsing helper process failed (status {status})")
-    lines, invalid, reserved, unsupported, samples = their_stats
-    stats.lines += lines
-    stats.invalid += invalid
-    stats.reserved += reserved
-    stats.unsupported += unsupported
-    stats.samples = (stats.samples + samples)[: max(len(stats.samples), len(samples))]
+    stats.add(*their_stats)
     lower += upper
     return lower, stats

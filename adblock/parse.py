@@ -65,6 +65,18 @@ class ListStats:
         if len(self.samples) < SAMPLES:
             self.samples.append(line.strip()[:200])
 
+    def counts(self) -> tuple[int, int, int, int, list[str]]:
+        """The line counts and samples, as plain values for another process."""
+        return self.lines, self.invalid, self.reserved, self.unsupported, self.samples
+
+    def add(self, lines: int, invalid: int, reserved: int, unsupported: int, samples: list[str]) -> None:
+        """Add the `counts()` of another part of the same list."""
+        self.lines += lines
+        self.invalid += invalid
+        self.reserved += reserved
+        self.unsupported += unsupported
+        self.samples = (self.samples + samples)[:SAMPLES]
+
 
 @dataclass
 class ParsedList:
