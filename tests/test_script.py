@@ -249,3 +249,14 @@ def test_a_process_that_escapes_the_group_does_not_hang_the_run(root: Path, tmp_
             time.sleep(0.1)
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_no_bash_on_path_is_a_failure_not_an_exception(
+    root: Path, tmp_path: Path, out: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(root, "x.sh", "echo hi\n")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    status, summary = run_script(root, "x.sh", timeout=5, dry_run=False, log=out[0])
+    assert status == "failed" and summary.startswith("cannot start bash for x.sh")

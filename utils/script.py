@@ -229,16 +229,19 @@ def run_script(
         if state_dir is not None:
             env["UPDATES_STATE"] = str(state_dir)
         out_log.info("%s: running bash %s (timeout %g s)", label, script, limit)
-        proc = subprocess.Popen(
-            ["bash", str(path)],
-            cwd=root,
-            env=base_env(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                ["bash", str(path)],
+                cwd=root,
+                env=base_env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            return FAILED, f"cannot start bash for {script}: {exc.strerror or exc}"
         pgid = proc.pid  # start_new_session: the child leads its own session and process group
         tail: collections.deque[str] = collections.deque(maxlen=1)
         reader = threading.Thread(
