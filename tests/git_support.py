@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -221,3 +222,25 @@ def repo_fixture(rollback_template: Repo, tmp_path: Path) -> Repo:
     root = tmp_path / "updates"
     shutil.copytree(rollback_template.root, root, symlinks=True)
     return Repo(root)
+
+
+@pytest.fixture(name="lock_holder")
+def lock_holder_fixture(repo: Repo) -> Iterator[subprocess.Popen[str]]:
+    """A separate process holding the run lock of `repo` (flock, as an orchestrator run does)."""
+    lock = repo.paths.lock
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    script = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "locked\n"
+        yield child
+    finally:
+        child.kill()
+        child.wait(timeout=10)

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from git_support import (  # noqa: F401 - fixtures
     Repo,
     build_repo,
     expected_tree,
+    lock_holder_fixture,
     noon,
     repo_fixture,
     rollback_template_fixture,
@@ -32,6 +32,7 @@ from updates.utils.rollback import (
     rollback_to_last_safe,
     tag_module,
 )
+from updates.utils.versions import perform_rollback
 
 UTC = timezone.utc
 
@@ -212,27 +213,6 @@ def test_refuses_when_git_is_missing(repo: Repo, tmp_path: Path) -> None:
         tag_module(MODULE, paths=repo.paths, git=git)
 
 
-@pytest.fixture
-def lock_holder(repo: Repo) -> Iterator[subprocess.Popen[str]]:
-    """A separate process holding the run lock, as an orchestrator run would."""
-    lock = repo.paths.lock
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    script = (
-        "import fcntl, os, sys, time\n"
-        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    child = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "locked\n"
-        yield child
-    finally:
-        child.kill()
-        child.wait(timeout=10)
-
-
 def test_refuses_at_once_while_a_run_holds_the_lock(repo: Repo, lock_holder: subprocess.Popen[str]) -> None:
     started = datetime.now(UTC)
     refused(repo, lambda: rollback_module(MODULE, "1.1.0", paths=repo.paths))
@@ -253,6 +233,30 @@ def test_a_failure_at_any_step_puts_the_original_directory_back(repo: Repo, step
     guard = Unchanged(repo)
     assert rollback_module(MODULE, "1.0.0", paths=repo.paths, _on_step=fail) is False
     guard.check()
+
+
+def test_an_unusable_backup_location_is_a_real_failure_that_is_undone(repo: Repo) -> None:
+    (repo.root / "state").mkdir(exist_ok=True)
+    (repo.root / "state" / "rollback").write_text("a file where the backup directory should go\n")
+    guard = Unchanged(repo)
+    assert rollback_module(MODULE, "1.0.0", paths=repo.paths) is False
+    (repo.root / "state" / "rollback").unlink()
+    guard.check()
+
+
+def test_when_undoing_fails_too_the_original_is_kept_and_its_place_reported(repo: Repo) -> None:
+    original = snapshot(repo.module_dir)
+
+    def sabotage(at: str) -> None:
+        if at == "swapped":  # the new tree is live, the original waits in the staging directory
+            shutil.rmtree(repo.module_dir)
+            raise OSError(5, "Input/output error (injected)")
+
+    with pytest.raises(RollbackError, match="could not be undone") as raised:
+        perform_rollback(MODULE, "1.0.0", paths=repo.paths, git=Git(repo.root), on_step=sabotage)
+    (staging,) = [p for p in repo.root.iterdir() if p.name.startswith(f".{MODULE}.rollback-")]
+    assert snapshot(staging / MODULE) == original
+    assert str(raised.value).endswith(str(staging / MODULE))
 
 
 def test_an_interrupt_mid_rollback_also_restores_and_propagates(repo: Repo) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from git_support import (  # noqa: F401 - fixtures
     MODULE,
     Repo,
     expected_tree,
+    lock_holder_fixture,
     repo_fixture,
     rollback_template_fixture,
     snapshot,
@@ -99,28 +99,7 @@ def test_edit_in_progress_needs_force(repo: Repo) -> None:
     assert (backup / "lib.py").read_text() == "VALUE = 'edit'\n"
 
 
-@pytest.fixture
-def held_lock(repo: Repo) -> Iterator[None]:
-    lock = repo.root / "state" / "updates.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    script = (
-        "import fcntl, os, sys, time\n"
-        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "os.write(fd, f'{os.getpid()}\\n'.encode())\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    child = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "locked\n"
-        yield
-    finally:
-        child.kill()
-        child.wait(timeout=10)
-
-
-def test_lock_held_exits_75(repo: Repo, held_lock: None) -> None:
+def test_lock_held_exits_75(repo: Repo, lock_holder: subprocess.Popen[str]) -> None:
     before = snapshot(repo.module_dir)
     for args in (["rollback", MODULE, "--to", "1.0.0"], ["mark-safe", MODULE]):
         done = cli(repo, *args)

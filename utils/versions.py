@@ -178,6 +178,10 @@ def _backup_path(paths: Paths, name: str) -> Path:
     return candidate
 
 
+class _UndoFailed(RollbackError):
+    """The rollback failed and putting the original back failed too: keep every directory for the operator."""
+
+
 def perform_rollback(
     name: str,
     target_version: str | None,
@@ -229,10 +233,6 @@ def perform_rollback(
         finally:
             if not keep_staging:
                 shutil.rmtree(staging, ignore_errors=True)
-
-
-class _UndoFailed(RollbackError):
-    pass
 
 
 def _swap_in(
