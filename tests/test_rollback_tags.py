@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from git_support import MODULE, Repo, noon, repo_fixture, rollback_template_fixture  # noqa: F401 - fixtures
 from updates.utils.errors import RollbackError
+from updates.utils.gitutil import Git
 from updates.utils.rollback import list_available_versions, tag_module
 
 UTC = timezone.utc
@@ -138,3 +140,13 @@ def test_tag_refuses_when_the_manifest_has_no_version(repo: Repo) -> None:
     repo.set_entry(version=None)
     with pytest.raises(RollbackError, match="no version"):
         tag_module(MODULE, paths=repo.paths)
+
+
+def test_tag_works_on_a_server_where_git_has_no_identity(repo: Repo, tmp_path: Path) -> None:
+    repo.git("config", "--unset", "user.name")
+    repo.git("config", "--unset", "user.email")
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    git = Git(repo.root, env={"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "XDG_CONFIG_HOME": str(home)})
+    tag = tag_module(MODULE, paths=repo.paths, git=git, now=noon((2026, 5, 2)))
+    assert repo.git("tag", "-l", "--format=%(taggername)", tag) == "updates"
