@@ -50,13 +50,12 @@ def main(args: dict[str, Any]) -> dict[str, object]:
     common, own = read_args(args, OWN_ARGS)
     binary = path_arg(own, "binary_path")
     extra: tuple = ()
+    warning = "no database_path set: the filebrowser database is not backed up before this upgrade"
     if own["database_path"]:
         database = path_arg(own, "database_path")
         if binary.exists() and not database.is_file():
             raise ArgsError(f"database_path {database} does not exist; refusing to upgrade without a backup")
-        extra = (database,)
-    else:
-        log.warning("no database_path set: the filebrowser database is not backed up before an upgrade")
+        extra, warning = (database,), None
     ctx = open_context(common)
     service = None
     if own["service"]:
@@ -65,6 +64,6 @@ def main(args: dict[str, Any]) -> dict[str, object]:
         )
     plan = BinaryInstall(binary, PROBE, ctx.backup_dir(), common.keep_backups, service, extra)
     component = BinaryComponent(
-        "filebrowser", asset_names, lambda _asset: "filebrowser", checksum_files, plan
+        "filebrowser", asset_names, lambda _asset: "filebrowser", checksum_files, plan, warning
     )
     return update_binaries(ctx, REPO, [component], final=FINAL_RELEASE)

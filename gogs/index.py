@@ -20,13 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..utils.assets import Platform, choose_asset
-from ..utils.download import check_verifiable, downloaded, expected_digest
+from ..utils.assets import Platform
+from ..utils.download import downloaded
 from ..utils.extract import extract_tree
 from ..utils.install import ServicePlan, VersionProbe, installed_version
 from ..utils.install_dir import DirectoryInstall, install_directory
 from ..utils.release_args import ArgsError, path_arg, read_args
-from ..utils.release_update import decide, lookup, open_context
+from ..utils.release_update import decide, lookup, open_context, verified_asset, would_install
 from ..utils.releases import ReleaseError, Version
 from ..utils.service import gogs_database_ok
 
@@ -71,6 +71,10 @@ def asset_names(where: Platform, version: Version) -> list[str]:
     ]
 
 
+def checksum_files(asset: str, version: Version) -> list[str]:
+    return ["checksum_sha256.txt"]  # 0.13.x; 0.14.x publishes none on GitHub (the API digest is used)
+
+
 def main(args: dict[str, Any]) -> dict[str, object]:
     common, own = read_args(args, OWN_ARGS)
     install_dir = path_arg(own, "install_dir")
@@ -86,14 +90,10 @@ def main(args: dict[str, Any]) -> dict[str, object]:
         return {"changed": False, "summary": decision.summary}
     if current is not None:
         check_upgrade_path(current, version)
-    asset = choose_asset(release, asset_names(ctx.platform, version), ctx.platform)
-    expected = expected_digest(ctx.session, release, asset, ["checksum_sha256.txt"])
-    check_verifiable(asset, expected, allow_unverified=common.allow_unverified)
+    names = asset_names(ctx.platform, version)
+    asset, expected = verified_asset(ctx, release, version, names, checksum_files)
     if common.dry_run:
-        return {
-            "changed": False,
-            "summary": f"would install {decision.summary} from {asset.name} (SHA-256 from {expected.source})",
-        }
+        return {"changed": False, "summary": would_install(decision, asset, expected)}
     parent = install_dir.parent
     if not parent.is_dir():
         raise ArgsError(f"{parent} does not exist; create it or change install_dir")

@@ -27,12 +27,12 @@ from urllib.parse import urlsplit
 import requests
 
 from .assets import Platform, choose_asset, detect_platform, libc_order
-from .download import check_verifiable, downloaded, expected_digest
+from .download import Expected, check_verifiable, downloaded, expected_digest
 from .extract import extract_file
 from .http import make_session
 from .install import BinaryInstall, install_binary, installed_version
 from .release_args import ArgsError, CommonArgs
-from .releases import GitHubReleases, Release, ReleaseError, ReleaseQuery, Version
+from .releases import Asset, GitHubReleases, Release, ReleaseError, ReleaseQuery, Version
 from .service import HealthCheck, ServiceManager
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,26 @@ class BinaryComponent:
     member: Callable[[str], str]  # asset name -> path of the binary inside the archive
     checksum_files: Callable[[str, Version], list[str]]  # asset name, version -> checksum file names
     plan: BinaryInstall
+    warning: str | None = None  # logged only when an install is about to happen (not on every run)
+
+
+def verified_asset(
+    ctx: Context,
+    release: Release,
+    version: Version,
+    names: Sequence[str],
+    checksum_files: Callable[[str, Version], list[str]],
+) -> tuple[Asset, Expected]:
+    """The asset for this machine and the digest that will verify it (refused here when there is none)."""
+    asset = choose_asset(release, names, ctx.platform)
+    expected = expected_digest(ctx.session, release, asset, checksum_files(asset.name, version))
+    check_verifiable(asset, expected, allow_unverified=ctx.common.allow_unverified)
+    return asset, expected
+
+
+def would_install(decision: Decision, asset: Asset, expected: Expected) -> str:
+    """The dry-run summary."""
+    return f"would install {decision.summary} from {asset.name} (SHA-256 from {expected.source})"
 
 
 def join_summaries(parts: Sequence[tuple[str, str]]) -> str:
@@ -152,16 +172,12 @@ def update_binaries(
         if not decision.install:
             parts.append((comp.name, decision.summary))
             continue
-        asset = choose_asset(release, comp.asset_names(ctx.platform, version, ctx.libcs), ctx.platform)
-        expected = expected_digest(ctx.session, release, asset, comp.checksum_files(asset.name, version))
-        check_verifiable(asset, expected, allow_unverified=common.allow_unverified)
+        names = comp.asset_names(ctx.platform, version, ctx.libcs)
+        asset, expected = verified_asset(ctx, release, version, names, comp.checksum_files)
+        if comp.warning:
+            log.warning("%s", comp.warning)
         if common.dry_run:
-            parts.append(
-                (
-                    comp.name,
-                    f"would install {decision.summary} from {asset.name} (SHA-256 from {expected.source})",
-                )
-            )
+            parts.append((comp.name, would_install(decision, asset, expected)))
             continue
         if not target.parent.is_dir():
             raise ArgsError(f"{target.parent} does not exist; create it or change the binary path arg")
