@@ -206,3 +206,8 @@ def test_append_fails_loudly_when_the_state_dir_cannot_be_written(tmp_path: Path
     with pytest.raises(OSError):
         append_run(blocker, record(0))
     assert os.path.isfile(blocker)
+
+
+def test_an_unreadable_history_reads_as_empty(tmp_path: Path) -> None:
+    (tmp_path / HISTORY_FILE).mkdir()  # reading a directory fails even for root
+    assert read_runs(tmp_path) == []

@@ -150,6 +150,10 @@ def _parse_lines(path: Path) -> list[dict[str, Any]]:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        # `status` and `history` should still show what they can, e.g. to a user who may not read it.
+        log.warning("cannot read the run history %s: %s", path, exc.strerror or exc)
+        return []
     records: list[dict[str, Any]] = []
     lines = data.split(b"\n")
     for number, raw in enumerate(lines, start=1):
