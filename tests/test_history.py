@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -170,7 +171,9 @@ def test_readers_in_another_process_never_see_a_partial_line(tmp_path: Path) -> 
             stop = Path({str(tmp_path / "stop")!r})
             bad = reads = 0
             deadline = time.monotonic() + 60
-            while not stop.exists() and time.monotonic() < deadline:
+            Path({str(tmp_path / "ready")!r}).touch()
+            while time.monotonic() < deadline:
+                done = stop.exists()  # one last read after the writer finished
                 try:
                     data = path.read_bytes()
                 except FileNotFoundError:
@@ -183,6 +186,8 @@ def test_readers_in_another_process_never_see_a_partial_line(tmp_path: Path) -> 
                         json.loads(line)["seq"]
                     except Exception:
                         bad += 1
+                if done:
+                    break
             print(json.dumps({{"bad": bad, "reads": reads}}))
             """
         )
@@ -190,6 +195,10 @@ def test_readers_in_another_process_never_see_a_partial_line(tmp_path: Path) -> 
     (tmp_path / "state").mkdir()
     child = subprocess.Popen([sys.executable, str(reader)], stdout=subprocess.PIPE)
     try:
+        for _ in range(600):
+            if (tmp_path / "ready").exists():
+                break
+            time.sleep(0.05)
         for n in range(400):
             append_run(tmp_path / "state", record(n), max_bytes=20_000, keep=2)
     finally:
