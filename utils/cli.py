@@ -32,13 +32,13 @@ EXIT_INTERRUPTED = 130
 _VALUE_OPTIONS = ("--manifest",)
 
 
-class _ParserExit(Exception):
+class ParserExit(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that reports instead of exiting, so that `main` stays the only place choosing exit codes."""
 
     def error(self, message: str) -> NoReturn:
@@ -47,12 +47,12 @@ class _Parser(argparse.ArgumentParser):
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             sys.stderr.write(message)
-        raise _ParserExit(status)
+        raise ParserExit(status)
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
     default = argparse.SUPPRESS if suppress else None
-    parent = _Parser(add_help=False)
+    parent = Parser(add_help=False)
     parent.add_argument(
         "--manifest",
         type=Path,
@@ -77,15 +77,15 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     return parent
 
 
-def build_parser() -> _Parser:
-    parser = _Parser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="index.py",
         description="Run the update modules listed in manifest.json, verified and isolated.",
         epilog="exit codes: 0 all ok, 1 a module failed, 2 usage or manifest error, "
         "75 another run holds the lock, 130 interrupted",
         parents=[_common(suppress=False)],
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     run = sub.add_parser("run", parents=[_common(suppress=True)], help="run the modules (the default)")
     run.add_argument(
         "--only",
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         opts = build_parser().parse_args(_with_command(argv))
-    except _ParserExit as done:
+    except ParserExit as done:
         return done.status
     except UsageError as exc:
         sys.stderr.write(f"error: {exc}\n")

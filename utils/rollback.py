@@ -33,7 +33,7 @@ if __name__ == "__main__":  # run as a script: register the package, then run th
 
     raise SystemExit(_main(sys.argv[1:]))
 
-from .cli import _Parser, _ParserExit
+from .cli import Parser, ParserExit
 from .errors import LockHeld, UpdatesError
 from .gitutil import Git
 from .log import setup_logging
@@ -139,8 +139,8 @@ def mark_safe(name: str, *, paths: Paths | None = None, git: Git | None = None) 
 # -- command line -------------------------------------------------------------------------------------
 
 
-def build_parser() -> _Parser:
-    parser = _Parser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="rollback.py",
         description="Tag deployed module versions and roll modules back to a tagged version.",
         epilog="exit codes: 0 done, 1 refused or failed, 2 usage or manifest error, "
@@ -149,7 +149,7 @@ def build_parser() -> _Parser:
     parser.add_argument("--manifest", type=Path, metavar="PATH", help="manifest to read and update")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     listing = sub.add_parser("list", help="the module's tagged versions, newest first")
     listing.add_argument("name", metavar="NAME")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None, git: Git |
     """Parse `argv`, run the command, and return the exit code (never raises, never exits)."""
     try:
         opts = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    except _ParserExit as done:
+    except ParserExit as done:
         return done.status
     except UpdatesError as exc:
         sys.stderr.write(f"error: {exc}\n")
