@@ -26,7 +26,7 @@ from ..utils.extract import extract_tree
 from ..utils.install import ServicePlan, VersionProbe, installed_version
 from ..utils.install_dir import DirectoryInstall, install_directory
 from ..utils.release_args import ArgsError, path_arg, read_args
-from ..utils.release_update import decide, lookup, open_context, verified_asset, would_install
+from ..utils.release_update import Context, decide, lookup, open_context, verified_asset, would_install
 from ..utils.releases import ReleaseError, Version
 from ..utils.service import gogs_database_ok
 
@@ -79,6 +79,13 @@ def main(args: dict[str, Any]) -> dict[str, object]:
     common, own = read_args(args, OWN_ARGS)
     install_dir = path_arg(own, "install_dir")
     ctx = open_context(common)
+    with contextlib.closing(ctx.session):
+        return update(ctx, own, install_dir)
+
+
+def update(ctx: Context, own: dict[str, Any], install_dir: Path) -> dict[str, object]:
+    """Lookup, decision, verified download, safe extraction and the directory switch."""
+    common = ctx.common
     release, version = lookup(ctx, REPO)
     current = installed_version(
         install_dir / "gogs", PROBE, cwd=install_dir if install_dir.is_dir() else None

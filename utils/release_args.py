@@ -108,20 +108,19 @@ def read_args(
         raise ArgsError("args 'keep_backups' must be >= 1 and 'http_retries' >= 0")
     if values["health_timeout"] <= 0 or values["health_interval"] <= 0 or values["http_backoff"] < 0:
         raise ArgsError("args 'health_timeout' and 'health_interval' must be > 0, 'http_backoff' >= 0")
+    fields = {key: values[key] for key in COMMON}
+    fields.update(
+        service_command=tuple(command),
+        backup_dir=path_arg(values, "backup_dir") if values["backup_dir"] else None,
+        health_timeout=float(values["health_timeout"]),
+        health_interval=float(values["health_interval"]),
+        http_backoff=float(values["http_backoff"]),
+    )
     common = CommonArgs(
         name=str(args.get("name") or ""),
         dry_run=bool(args.get("dry_run", False)),
         state_dir=Path(args["state_dir"]),
-        service_command=tuple(command),
-        backup_dir=Path(values["backup_dir"]) if values["backup_dir"] else None,
-        health_timeout=float(values["health_timeout"]),
-        health_interval=float(values["health_interval"]),
-        http_backoff=float(values["http_backoff"]),
-        **{
-            k: values[k]
-            for k in COMMON
-            if k not in ("service_command", "backup_dir", "health_timeout", "health_interval", "http_backoff")
-        },
+        **fields,
     )
     return common, {key: values[key] for key in own}
 

@@ -154,6 +154,14 @@ def join_summaries(parts: Sequence[tuple[str, str]]) -> str:
 def update_binaries(
     ctx: Context, repo: str, components: Sequence[BinaryComponent], *, final: Version | None = None
 ) -> dict[str, object]:
+    """The whole flow for single-binary tools; closes the context's session when done."""
+    with contextlib.closing(ctx.session):
+        return _update_binaries(ctx, repo, components, final)
+
+
+def _update_binaries(
+    ctx: Context, repo: str, components: Sequence[BinaryComponent], final: Version | None
+) -> dict[str, object]:
     release, version = lookup(ctx, repo)
     common = ctx.common
     parts: list[tuple[str, str]] = []
