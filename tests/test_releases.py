@@ -249,3 +249,18 @@ def test_unknown_repo_is_a_clear_error(github: FakeGitHub) -> None:
     github.add_release(REPO, "v18.19.0", {})
     with pytest.raises(ReleaseError, match="no published release in nobody/nothing"):
         client(github, None).lookup(ReleaseQuery("nobody/nothing"))
+
+
+@pytest.mark.parametrize("module", [atuin_mod, filebrowser_mod, gogs_mod])
+def test_every_module_arg_is_documented_with_its_default(module: object) -> None:
+    import re
+
+    from updates.utils.release_args import COMMON
+
+    readme = (Path(module.__file__).parent / "README.md").read_text()
+    documented = dict(re.findall(r"^\| `([a-z_]+)` \| (.+?) \|", readme, re.MULTILINE))
+    spec = {**COMMON, **module.OWN_ARGS}
+    assert set(documented) == set(spec)
+    for name, (default, _types) in spec.items():
+        if default is not None:
+            assert json.dumps(default) in documented[name], name
