@@ -46,6 +46,10 @@ class RateLimitError(ReleaseError):
     """The GitHub API refused the request because the rate limit is used up."""
 
 
+class ReleaseNotFound(ReleaseError):
+    """The API answered 404: no such repository, release or tag."""
+
+
 @functools.total_ordering
 @dataclass(frozen=True)
 class Version:
@@ -222,8 +226,8 @@ class GitHubReleases:
                     f"/repos/{query.repo}/releases/tags/{candidate}",
                     f"no release tagged {tag} in {query.repo}",
                 )
-            except ReleaseError as exc:
-                if candidate != tags[-1] and "no release tagged" in str(exc):
+            except ReleaseNotFound:
+                if candidate != tags[-1]:
                     continue
                 raise
             release = Release.from_api(query.repo, data)
@@ -281,7 +285,7 @@ class GitHubReleases:
                 return self._get_json(path, not_found, use_cache=False)
             check_rate_limit(response)
             if response.status_code == 404:
-                raise ReleaseError(not_found)
+                raise ReleaseNotFound(not_found)
             if response.status_code == 401:
                 raise ReleaseError(
                     "the GitHub API rejected the token (HTTP 401)", hint="check the token variable"
