@@ -174,10 +174,16 @@ def test_status_shows_versions_and_checksum_state(install):
     proc = run_index(install, "status")
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ENABLED", "VERSION", "LAST", "SAFE", "LAST", "APPLIED", "CHECKSUM"]
-    assert lines[2].split() == ["alpha", "yes", "1.2", "1.1", "2024-06-10T15:23:00Z", "ok"]
-    assert lines[3].split() == ["beta", "no", "-", "-", "never", "mismatch"]
-    assert lines[4].split()[-3:] == ["no", "checksum", "file"]
+    assert lines[0].split() == ["NAME", "ENABLED", "VERSION", "LAST", "SAFE", "LAST", "APPLIED", "CHECKSUM",
+                                "LAST", "RUN", "AT"]
+    assert lines[2].split() == ["alpha", "yes", "1.2", "1.1", "2024-06-10T15:23:00Z", "ok", "never", "-"]
+    assert lines[3].split() == ["beta", "no", "-", "-", "never", "mismatch", "never", "-"]
+    assert lines[4].split()[-5:] == ["no", "checksum", "file", "never", "-"]
+    # After a run, the last run's status shows per module.
+    assert run_index(install, "--skip", "beta").returncode == 1  # gamma has no checksum file
+    rows = {row["name"]: row for row in json.loads(run_index(install, "status", "--json").stdout)["modules"]}
+    assert rows["alpha"]["lastRun"] == "ok" and rows["alpha"]["lastRunAt"].endswith("Z")
+    assert rows["gamma"]["lastRun"] == "failed"
     # Columns are aligned: every row starts its CHECKSUM column at the same offset.
     offset = lines[0].index("CHECKSUM")
     assert all(len(line) > offset and line[offset - 2:offset] == "  " for line in lines[1:])

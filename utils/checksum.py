@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 from .errors import ChecksumError
 
 CHECKSUM_FILE = "checksum"
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache"})
 _CHUNK = 1 << 20
 # Files at least this large are hashed on worker threads: hashlib releases the GIL on big buffers, so two

@@ -25,6 +25,7 @@ from .errors import ChecksumError, ManifestError, UpdatesError
 from .fsutil import atomic_write_text
 from .manifest import load_manifest, update_entry
 from .paths import Paths
+from .script import script_checksum
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -54,21 +55,28 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
         entry = modules[name]
         directory = paths.module_dir(name)
         try:
-            live = compute_folder_sha256(directory)
-            recorded = read_checksum_file(directory)
+            if entry.script:  # a legacy script: its digest lives only in the manifest
+                live, recorded = script_checksum(paths.root / entry.script), entry.checksum
+            else:
+                live, recorded = compute_folder_sha256(directory), read_checksum_file(directory)
         except ChecksumError as exc:
             sys.stdout.write(f"{name}: error: {exc}\n")
             problems += 1
             continue
         if opts.check:
-            for source, value in (("checksum file", recorded), ("manifest", entry.checksum)):
-                if value != live and not (source == "manifest" and value is None):
-                    sys.stdout.write(f"{name}: {source} says {value or 'nothing'}, directory is {live}\n")
+            # A module's manifest checksum may be null (its checksum file decides); a script's may not.
+            sources = [("manifest", entry.checksum)] if entry.script else [("checksum file", recorded)]
+            if not entry.script and entry.checksum is not None:
+                sources.append(("manifest", entry.checksum))
+            what = "file" if entry.script else "directory"
+            for source, value in sources:
+                if value != live:
+                    sys.stdout.write(f"{name}: {source} says {value or 'nothing'}, {what} is {live}\n")
                     problems += 1
             continue
         changed = []
         try:
-            if recorded != live:
+            if recorded != live and not entry.script:
                 atomic_write_text(directory / CHECKSUM_FILE, live + "\n")
                 changed.append("checksum file")
             if entry.checksum != live:

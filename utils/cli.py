@@ -1,4 +1,4 @@
-"""The command line: `index.py [run] | status | verify`, and the one place that maps errors to exit codes.
+"""The command line `index.py [run] | status | verify | history`; the one place mapping errors to exit codes.
 
 Contract: `main(argv, root=None) -> int` never calls sys.exit and never lets an exception escape: usage and
 manifest errors return 2, a held lock 75, Ctrl-C 130, a failed module 1, success 0. The operator sees one
@@ -8,27 +8,20 @@ line (and a hint) per problem on stderr; the log file under the state dir gets t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .checksum import compute_folder_sha256, read_checksum_file
-from .errors import ChecksumError, UpdatesError, UsageError
-from .lock import run_lock
+from .commands import EXIT_INTERRUPTED, HANDLERS
+from .errors import UpdatesError, UsageError
 from .log import setup_logging
-from .manifest import Manifest, display_name, load_manifest, read_raw, update_entry, utc_timestamp, validate
 from .paths import Paths
-from .report import json_report, summary_text, table
-from .runner import Runner, RunOptions
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("run", "status", "verify")
-EXIT_INTERRUPTED = 130
+COMMANDS = ("run", "status", "verify", "history")
 _VALUE_OPTIONS = ("--manifest",)
 
 
@@ -105,9 +98,23 @@ def build_parser() -> Parser:
     )
     run.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
     run.add_argument("--json", action="store_true", help="print only a JSON report on stdout")
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write Prometheus textfile-collector metrics here (default: notify.metrics_file)",
+    )
     status = sub.add_parser("status", parents=[_common(suppress=True)], help="versions and checksum state")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    sub.add_parser("verify", parents=[_common(suppress=True)], help="check the manifest and every checksum")
+    sub.add_parser(
+        "verify",
+        parents=[_common(suppress=True)],
+        help="check the manifest, every checksum and (as root) permissions",
+    )
+    history = sub.add_parser("history", parents=[_common(suppress=True)], help="past runs, newest first")
+    history.add_argument("-n", type=int, default=20, metavar="N", help="show the last N runs (default 20)")
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -122,125 +129,6 @@ def _with_command(argv: Sequence[str]) -> list[str]:
     if i < len(args) and args[i] in COMMANDS:
         return args
     return ["run", *args]
-
-
-def _known_names(manifest: Manifest, names: Sequence[str], flag: str) -> frozenset[str]:
-    unknown = [n for n in names if n not in manifest.entries]
-    if unknown:
-        raise UsageError(
-            f"{flag}: unknown module {', '.join(unknown)}; known: {', '.join(manifest.entries)}",
-        )
-    return frozenset(names)
-
-
-def cmd_run(paths: Paths, opts: argparse.Namespace) -> int:
-
-    with run_lock(paths):
-        manifest = load_manifest(paths)
-        only = _known_names(manifest, opts.only, "--only") if opts.only is not None else None
-        skip = _known_names(manifest, opts.skip, "--skip")
-        options = RunOptions(dry_run=opts.dry_run, only=only, skip=skip, quiet_stdout=opts.json)
-
-        def record(name: str) -> None:
-            update_entry(paths.manifest, name, {"lastApplied": utc_timestamp()})
-
-        started = utc_timestamp()
-        t0 = time.monotonic()
-        runner = Runner(paths, manifest, options, on_success=record)
-        results = runner.run()
-    if opts.json:
-        sys.stdout.write(
-            json_report(
-                results,
-                interrupted=runner.interrupted,
-                dry_run=opts.dry_run,
-                started=started,
-                duration_s=round(time.monotonic() - t0, 3),
-            )
-        )
-    else:
-        sys.stdout.write(
-            summary_text(
-                results, entrypoint=manifest.entrypoint, interrupted=runner.interrupted, dry_run=opts.dry_run
-            )
-        )
-    if runner.interrupted:
-        return EXIT_INTERRUPTED
-    return 1 if any(r.status == "failed" for r in results) else 0
-
-
-def checksum_state(paths: Paths, name: str, manifest_checksum: str | None) -> str:
-    """`ok`, `mismatch`, `no checksum file` or `error: ...` for one module directory."""
-
-    directory = paths.module_dir(name)
-    try:
-        live = compute_folder_sha256(directory)
-        recorded = read_checksum_file(directory)
-    except ChecksumError as exc:
-        return f"error: {exc}"
-    if recorded is None:
-        return "no checksum file"
-    if recorded != live or (manifest_checksum is not None and manifest_checksum != live):
-        return "mismatch"
-    return "ok"
-
-
-def cmd_status(paths: Paths, opts: argparse.Namespace) -> int:
-
-    manifest = load_manifest(paths)
-    rows = []
-    for entry in manifest.entries.values():
-        rows.append(
-            {
-                "name": entry.name,
-                "kind": "group" if entry.is_group else "module",
-                "enabled": entry.enabled,
-                "version": entry.version,
-                "lastSafeVersion": entry.last_safe_version,
-                "lastApplied": entry.last_applied,
-                "checksum": None if entry.is_group else checksum_state(paths, entry.name, entry.checksum),
-            }
-        )
-    if opts.json:
-        sys.stdout.write(json.dumps({"entrypoint": manifest.entrypoint, "modules": rows}, indent=2) + "\n")
-        return 0
-    headers = ["NAME", "ENABLED", "VERSION", "LAST SAFE", "LAST APPLIED", "CHECKSUM"]
-    cells = [
-        [
-            r["name"],
-            "yes" if r["enabled"] else "no",
-            r["version"] or "-",
-            r["lastSafeVersion"] or "-",
-            r["lastApplied"] or "never",
-            r["checksum"] or "(group)",
-        ]
-        for r in rows
-    ]
-    sys.stdout.write(table(headers, cells))
-    return 0
-
-
-def cmd_verify(paths: Paths, opts: argparse.Namespace) -> int:
-    raw = read_raw(paths.manifest)
-    problems = validate(raw, paths.root)
-    shown = display_name(paths.manifest)
-    if problems:
-        for problem in problems:
-            sys.stdout.write(f"{shown}: {problem}\n")
-        return 2
-    manifest = load_manifest(paths)
-    bad = 0
-    for entry in manifest.modules():
-        state = checksum_state(paths, entry.name, entry.checksum)
-        bad += state != "ok"
-        sys.stdout.write(f"{entry.name}: {state}\n")
-    sys.stdout.write(
-        f"{shown}: valid; {len(manifest.modules()) - bad} of {len(manifest.modules())} modules verified\n"
-    )
-    return 1 if bad else 0
-
-
-HANDLERS = {"run": cmd_run, "status": cmd_status, "verify": cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:

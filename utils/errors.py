@@ -49,6 +49,12 @@ class RollbackError(UpdatesError):
     """A tag or rollback operation was refused; the module was left as it was."""
 
 
+class UnsafePermissions(UpdatesError):
+    """Code or configuration that root would run can be changed by another user; nothing ran."""
+
+    exit_code = 2
+
+
 class ModuleTimeout(BaseException):
     """Raised inside a module when its `timeout` elapses.
 

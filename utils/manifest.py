@@ -19,12 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .checksum import HEX64_RE
 from .errors import ManifestError
 from .fsutil import atomic_write_text
+from .notify import validate_notify
 from .paths import Paths
+from .script import validate_script_entry
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 # Directory names of the installation itself: a module by one of these names would shadow our own code.
 RESERVED_NAMES = frozenset({"utils", "tests", "config", "bench", "venv", "state", "updates"})
 RESERVED_ARGS = ("name", "dry_run", "state_dir")
@@ -61,6 +63,8 @@ class Entry:
     args: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
     is_group: bool = False
+    script: str | None = None  # a legacy shell script in the root instead of a module directory
+    dry_run_aware: bool = False
 
 
 @dataclass
@@ -84,7 +88,7 @@ class Manifest:
         return seen
 
     def modules(self) -> list[Entry]:
-        """Every entry that is a module (has a directory), in manifest order."""
+        """Every entry that runs code (a module directory or a script), in manifest order."""
         return [e for e in self.entries.values() if not e.is_group]
 
 
@@ -152,8 +156,16 @@ def _check_entry(where: str, item: dict[str, Any], root: Path) -> list[str]:
                 problems.append(f"{where}.lastApplied: {exc}")
     if "enabled" in item and not isinstance(item["enabled"], bool):
         problems.append(f"{where}.enabled: must be true or false, not {_type_name(item['enabled'])}")
+    if "script" in item:
+        problems.extend(validate_script_entry(where, item, root))
+        if "dryRunAware" in item and not isinstance(item["dryRunAware"], bool):
+            problems.append(f"{where}.dryRunAware: must be true or false")
     checksum = item.get("checksum")
-    if checksum is not None and not (isinstance(checksum, str) and HEX64_RE.match(checksum)):
+    if (
+        "script" not in item
+        and checksum is not None
+        and not (isinstance(checksum, str) and HEX64_RE.match(checksum))
+    ):
         problems.append(f"{where}.checksum: must be 64 lowercase hex digits or null")
     if "args" in item:
         args = item["args"]
@@ -174,7 +186,7 @@ def _check_entry(where: str, item: dict[str, Any], root: Path) -> list[str]:
     children = item.get("children")
     if "children" in item and not (isinstance(children, list) and all(isinstance(c, str) for c in children)):
         problems.append(f"{where}.children: must be an array of entry names")
-    if isinstance(name, str) and NAME_RE.match(name) and name not in RESERVED_NAMES:
+    if "script" not in item and isinstance(name, str) and NAME_RE.match(name) and name not in RESERVED_NAMES:
         directory = root / name
         if not directory.is_dir():
             if "children" not in item:
@@ -230,6 +242,8 @@ def validate(raw: dict[str, Any], root: Path) -> list[str]:
         )
     elif entrypoint not in names:
         problems.append(f"entrypoint: no entry named {json.dumps(entrypoint)}")
+    if "notify" in raw:
+        problems.extend(validate_notify(raw["notify"]))
     cycle = _find_cycle(entries, names)
     if cycle:
         problems.append(f"updates[{names[cycle[0]]}].children: cycle {' -> '.join(cycle)}")
@@ -283,7 +297,9 @@ def _entry(i: int, item: dict[str, Any], root: Path) -> Entry:
         children=tuple(children) if children is not None else None,
         args=dict(item.get("args") or {}),
         timeout=float(timeout) if timeout is not None else None,
-        is_group=children is not None and not (root / item["name"]).is_dir(),
+        is_group=children is not None and "script" not in item and not (root / item["name"]).is_dir(),
+        script=item.get("script"),
+        dry_run_aware=item.get("dryRunAware", False),
     )
 
 

@@ -20,15 +20,18 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from .checksum import compute_folder_sha256, read_checksum_file
 from .deadline import deadline
-from .errors import ChecksumError, ModuleLoadError, ModuleTimeout, UpdatesError
+from .errors import ChecksumError, ModuleLoadError, ModuleTimeout, UnsafePermissions, UpdatesError
 from .isolation import isolated
 from .loader import load_main
 from .manifest import Entry, Manifest
 from .paths import Paths
+from .permissions import FIX_HINT, check_file, check_tree
+from .script import run_script
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class RunOptions:
     only: frozenset[str] | None = None
     skip: frozenset[str] = frozenset()
     quiet_stdout: bool = False  # keep module prints off stdout (it carries the JSON report)
+    check_permissions: bool = False  # StrictModes-like refusal of code other users can change (root runs)
 
 
 @dataclass
@@ -96,6 +100,18 @@ def verify_module(paths: Paths, entry: Entry) -> str:
             f"{entry.name}: checksum mismatch: expected {entry.checksum} (manifest), got {live}"
         )
     return live
+
+
+def permission_problem(paths: Paths, entry: Entry) -> str | None:
+    """Why root must not run this module's code (None when it is safe to)."""
+    if entry.script:
+        problems = check_file(paths.root / entry.script)
+    else:
+        problems = check_tree(paths.module_dir(entry.name))
+    if not problems:
+        return None
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{entry.name}: refusing to run: {problems[0]}{more}"
 
 
 def classify(returned: object) -> tuple[str, str | None]:
@@ -210,8 +226,13 @@ class Runner:
         self.results.append(result)
         log.info("%s: starting", entry.name)
         try:
-            verify_module(self.paths, entry)
+            if self.options.check_permissions and (problem := permission_problem(self.paths, entry)):
+                raise UnsafePermissions(problem, hint=FIX_HINT)
             state_dir = self.paths.module_state(entry.name)
+            if entry.script:
+                self._call_script(entry, result, state_dir)
+                return result
+            verify_module(self.paths, entry)
             state_dir.mkdir(parents=True, exist_ok=True)
             args = {
                 **entry.args,
@@ -234,7 +255,7 @@ class Runner:
                 log.error("%s: %s", entry.name, result.error)
                 raise
             log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
-        except (ChecksumError, ModuleLoadError) as exc:
+        except (ChecksumError, ModuleLoadError, UnsafePermissions) as exc:
             result.error = str(exc)
             log.error("%s: not run: %s", entry.name, exc, exc_info=exc.__cause__ is not None)
         except BaseException as exc:
@@ -242,6 +263,10 @@ class Runner:
             log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
         finally:
             result.duration_s = round(time.monotonic() - started, 3)
+            self._succeeded(entry, result)
+        return result
+
+    def _succeeded(self, entry: Entry, result: ModuleResult) -> None:
         if result.status != FAILED:
             log.info("%s: %s%s", entry.name, result.status, f" ({result.summary})" if result.summary else "")
             if self.on_success and not self.options.dry_run:
@@ -249,7 +274,28 @@ class Runner:
                     self.on_success(entry.name)
                 except UpdatesError as exc:
                     log.error("%s: could not record lastApplied: %s", entry.name, exc)
-        return result
+
+    def _call_script(self, entry: Entry, result: ModuleResult, state_dir: Path) -> None:
+        assert entry.script is not None
+        state_dir.mkdir(parents=True, exist_ok=True)
+        # run_script enforces the timeout itself, ending the script's whole process group.
+        status, text = run_script(
+            self.paths.root,
+            entry.script,
+            timeout=entry.timeout,
+            dry_run=self.options.dry_run,
+            log=logging.getLogger("updates.script"),
+            name=entry.name,
+            state_dir=state_dir,
+            honours_dry_run=entry.dry_run_aware,
+            expected_checksum=entry.checksum,
+        )
+        result.status = status
+        if status == FAILED:
+            result.error = text
+            log.error("%s: failed: %s", entry.name, text)
+        else:
+            result.summary = text
 
     def _stdout_guard(self) -> contextlib.AbstractContextManager[Any]:
         if self.options.quiet_stdout:

@@ -37,8 +37,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .checksum import HEX64_RE
 from .errors import ChecksumError
-from .manifest import HEX64_RE
 from .proc import base_env
 
 log = logging.getLogger(__name__)
