@@ -1,5 +1,4 @@
 """adblock: compile public DNS blocklists into one list and install it where the resolver reads it."""
-# ruff: noqa: PTH100, PTH118, PTH120 - DESIGN.md prescribes this exact os.path form for module __init__ files
 import os
 
 from ..utils.index import compute_folder_sha256

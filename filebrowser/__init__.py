@@ -1,5 +1,4 @@
 """Keep the filebrowser binary current from its GitHub releases, backing up its database first."""
-# ruff: noqa: PTH100, PTH118, PTH120 - DESIGN.md prescribes this exact os.path form for module __init__ files
 import os
 
 from ..utils.index import compute_folder_sha256
