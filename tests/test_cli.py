@@ -287,3 +287,66 @@ def test_package_importable_from_the_parent_directory(tmp_path):
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok True"
+
+
+def test_unknown_command_is_named(install):
+    write_manifest(install, [group([])])
+    proc = run_index(install, "frobnicate")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown command 'frobnicate'; commands: run, status, verify, history")
+
+
+def test_json_mode_reports_errors_as_json(install):
+    (install / "manifest.json").write_text("{broken")
+    proc = run_index(install, "--json")
+    assert proc.returncode == 2
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False and report["exit_code"] == 2 and "line 1 column 2" in report["error"]
+
+
+def test_json_stdout_stays_clean_of_child_process_output(install):
+    body = (
+        "import os, subprocess, sys\n"
+        "def main(args):\n"
+        "    os.write(1, b'raw fd write\\n')\n"
+        "    subprocess.run(['echo', 'from a child'], check=True)\n"
+        "    sys.__stdout__.write('dunder stdout\\n')\n"
+        "    print('plain print')\n"
+    )
+    add_module(install, "noisy", body)
+    write_manifest(install, [group(["noisy"]), {"name": "noisy"}])
+    proc = run_index(install, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["modules"][0]["status"] == "ok"
+    for text in ("raw fd write", "from a child", "dunder stdout", "plain print"):
+        assert text in proc.stderr
+
+
+def test_unwritable_state_dir_is_explained(install, tmp_path):
+    add_module(install, "alpha", OK_MODULE)
+    write_manifest(install, [group(["alpha"]), {"name": "alpha"}])
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file")
+    proc = run_index(install, env={**os.environ, "UPDATES_STATE_DIR": str(blocker / "state")})
+    assert proc.returncode == 1
+    assert "cannot create the lock file" in proc.stderr
+    assert "UPDATES_STATE_DIR" in proc.stderr
+    assert "bug" not in proc.stderr
+
+
+def test_relative_state_dir_is_fixed_before_modules_run(install):
+    body = (
+        "import os\n"
+        "from ..utils import run_children\n"
+        "def main(args):\n"
+        "    os.chdir('/')\n"
+        "    run_children(args)\n"
+    )
+    add_module(install, "parent", body)
+    add_module(install, "kid", RECORDING_MODULE)
+    write_manifest(install, [group(["parent"]), {"name": "parent", "children": ["kid"]}, {"name": "kid"}])
+    proc = run_index(install, "--manifest", "manifest.json",
+                     env={**os.environ, "UPDATES_STATE_DIR": "relstate"})
+    assert proc.returncode == 0, proc.stderr
+    assert (install / "relstate" / "modules" / "kid" / "calls.jsonl").is_file()
+    assert read_manifest(install)["updates"][2]["lastApplied"]

@@ -58,6 +58,36 @@ def test_duplicate_json_key_is_refused(tmp_path):
     assert "duplicate key 'entrypoint'" in error_of(tmp_path)
 
 
+def test_nan_and_infinity_are_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"updates": [{"name": "a", "children": [], "timeout": NaN}], "entrypoint": "a"}')
+    assert "NaN is not valid JSON" in error_of(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"updates": [{"name": "a", "children": [], "timeout": Infinity}], "entrypoint": "a"}')
+    assert "Infinity is not valid JSON" in error_of(tmp_path)
+
+
+def test_symlinked_module_directory_is_refused(tmp_path):
+    real = add_module(tmp_path / "elsewhere", "real", OK_MODULE)
+    (tmp_path / "linked").symlink_to(real)
+    write_manifest(tmp_path, [group(["linked"]), {"name": "linked"}])
+    assert "updates[1]: module directory linked/ is a symlink" in error_of(tmp_path)
+
+
+def test_writes_go_through_a_symlinked_manifest_and_keep_the_owner(tmp_path):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    target_dir = tmp_path / "etc"
+    target_dir.mkdir()
+    target = write_manifest(target_dir, [group(["alpha"]), {"name": "alpha"}])
+    link = tmp_path / "manifest.json"
+    link.symlink_to(target)
+    if os.geteuid() == 0:
+        os.chown(target, 1234, 5678)
+    update_entry(link, "alpha", {"version": "9"})
+    assert link.is_symlink()
+    assert json.loads(target.read_text())["updates"][1]["version"] == "9"
+    if os.geteuid() == 0:
+        assert (target.stat().st_uid, target.stat().st_gid) == (1234, 5678)
+
+
 def test_missing_file(tmp_path):
     assert "no such file" in error_of(tmp_path)
 
@@ -78,7 +108,8 @@ def test_missing_file(tmp_path):
         ([group([]), {"name": "x", "version": 3, "children": []}], "all_services", "updates[1].version: must be a string"),
         ([group([]), {"name": "x", "enabled": "yes", "children": []}], "all_services", "updates[1].enabled: must be true"),
         ([group([]), {"name": "x", "checksum": "ABC", "children": []}], "all_services", "updates[1].checksum: must be 64"),
-        ([group([]), {"name": "x", "timeout": -1, "children": []}], "all_services", "updates[1].timeout: must be a positive"),
+        ([group([]), {"name": "x", "timeout": -1, "children": []}], "all_services", "updates[1].timeout: must be a number of seconds"),
+        ([group([]), {"name": "x", "timeout": 1e300, "children": []}], "all_services", "updates[1].timeout: must be a number"),
         ([group([]), {"name": "x", "timeout": True, "children": []}], "all_services", "updates[1].timeout"),
         ([group([]), {"name": "x", "args": [], "children": []}], "all_services", "updates[1].args: must be an object"),
         ([group([]), {"name": "x", "args": {"dry_run": False}, "children": []}], "all_services",

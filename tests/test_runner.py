@@ -420,3 +420,85 @@ def test_relative_import_of_shared_utils_from_a_module(tmp_path, capsys):
     code, report = run_json(tmp_path, capsys)
     assert code == 0
     assert report["modules"][0]["summary"] == (directory / "checksum").read_text()[:12]
+
+
+def test_module_swallowing_its_timeout_is_still_stopped_and_failed(tmp_path, capsys):
+    body = """
+    import time
+    def main(args):
+        try:
+            time.sleep(100)
+        except BaseException:  # a bare except swallows the timeout...
+            pass
+        return {"changed": True, "summary": "got away"}  # ...but the run still knows it overran
+    """
+    add_module(tmp_path, "stubborn", body)
+    write_manifest(tmp_path, [group(["stubborn"]), {"name": "stubborn", "timeout": 0.2}])
+    code, report = run_json(tmp_path, capsys)
+    assert code == 1
+    assert report["modules"][0]["status"] == "failed"
+    assert report["modules"][0]["error"] == "timed out after 0.2 s"
+    assert "lastApplied" not in read_manifest(tmp_path)["updates"][1]
+
+
+def test_signal_handlers_streams_and_logging_restored_after_a_module(tmp_path, capsys):
+    import signal
+
+    body = """
+    import io, logging, signal, sys
+    def main(args):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.stdout = sys.stderr = io.StringIO()
+        logging.disable(logging.CRITICAL)
+    """
+    add_module(tmp_path, "rude", body)
+    add_module(tmp_path, "bad", "def main(args):\n    raise RuntimeError('visible')\n")
+    write_manifest(tmp_path, [group(["rude", "bad"]), {"name": "rude"}, {"name": "bad"}])
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    code = main(["run"], root=tmp_path)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert "bad: failed (RuntimeError: visible)" in captured.out
+    assert "error: bad: failed: RuntimeError: visible" in captured.err
+    assert "visible" in (tmp_path / "state" / "logs" / "updates.log").read_text()
+
+
+def test_stdin_is_dev_null_for_modules(tmp_path, capsys):
+    add_module(tmp_path, "reader", "import sys\ndef main(args):\n    return {'summary': repr(sys.stdin.read())}\n")
+    write_manifest(tmp_path, [group(["reader"]), {"name": "reader"}])
+    code, report = run_json(tmp_path, capsys)
+    assert code == 0 and report["modules"][0]["summary"] == "''"
+
+
+def test_coroutine_main_is_a_failure(tmp_path, capsys):
+    add_module(tmp_path, "asyncy", "async def main(args):\n    return None\n")
+    write_manifest(tmp_path, [group(["asyncy"]), {"name": "asyncy"}])
+    code, report = run_json(tmp_path, capsys)
+    assert code == 1 and "coroutine" in report["modules"][0]["error"]
+
+
+def test_unwritable_manifest_does_not_stop_the_run(tmp_path, capsys):
+    # lastApplied cannot be recorded (the manifest lives on a read-only mount): logged, the run goes on.
+    import subprocess
+
+    add_module(tmp_path, "first", RECORDING_MODULE)
+    add_module(tmp_path, "second", RECORDING_MODULE)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    write_manifest(ro, [group(["first", "second"]), {"name": "first"}, {"name": "second"}])
+    mounted = subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], capture_output=True, check=False).returncode:
+            pytest.skip("cannot remount read-only here")
+        before = (ro / "manifest.json").read_bytes()
+        code, report = run_json(tmp_path, capsys, "--manifest", str(ro / "manifest.json"))
+        assert (ro / "manifest.json").read_bytes() == before
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+    assert code == 0
+    assert statuses(report) == {"first": "ok", "second": "ok"}
+    assert (tmp_path / "state" / "modules" / "second" / "calls.jsonl").exists()

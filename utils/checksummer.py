@@ -2,12 +2,13 @@
 
 Contract: without `--check`, for each named module (default: every module in the manifest) it writes the
 live digest to `<module>/checksum` and to the manifest's `checksum` field, atomically and only where they
-differ. With `--check` it changes nothing, prints each mismatch, and exits 1 when there is any.
-Exit 2 for an invalid manifest or an unknown name.
+differ, holding the run lock (exit 75 while a run holds it). With `--check` it changes nothing, prints
+each mismatch, and exits 1 when there is any. Exit 2 for an invalid manifest or an unknown name.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ if __name__ == "__main__":  # run as a script: register the package, then run th
 from .checksum import CHECKSUM_FILE, compute_folder_sha256, read_checksum_file
 from .errors import ChecksumError, ManifestError, UpdatesError
 from .fsutil import atomic_write_text
+from .lock import run_lock
 from .manifest import load_manifest, update_entry
 from .paths import Paths
 from .script import script_checksum
@@ -39,6 +41,16 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
     opts = _parse(sys.argv[1:] if argv is None else argv)
     paths = Paths.create(root, manifest=opts.manifest)
+    try:
+        # Writing takes the run lock: a run records lastApplied in the same manifest.
+        with contextlib.nullcontext() if opts.check else run_lock(paths):
+            return _process(paths, opts)
+    except UpdatesError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+
+
+def _process(paths: Paths, opts: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(paths)
     except ManifestError as exc:

@@ -8,6 +8,7 @@ line (and a hint) per problem on stderr; the log file under the state dir gets t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -74,8 +75,9 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="index.py",
         description="Run the update modules listed in manifest.json, verified and isolated.",
-        epilog="exit codes: 0 all ok, 1 a module failed, 2 usage or manifest error, "
-        "75 another run holds the lock, 130 interrupted",
+        epilog="Without a command, `run` is meant; `index.py run --help` lists its options (--only, --skip, "
+        "--dry-run, --json, --metrics-file). Exit codes: 0 all ok, 1 a module failed, "
+        "2 usage or manifest error, 75 another run holds the lock, 130 interrupted.",
         parents=[_common(suppress=False)],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -128,6 +130,10 @@ def _with_command(argv: Sequence[str]) -> list[str]:
         i += 2 if args[i] in _VALUE_OPTIONS else 1
     if i < len(args) and args[i] in COMMANDS:
         return args
+    if i == 0 and args:
+        raise UsageError(
+            f"unknown command {args[0]!r}; commands: {', '.join(COMMANDS)}", hint="see `index.py --help`"
+        )
     return ["run", *args]
 
 
@@ -153,6 +159,8 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
         log.error("%s", exc)
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
+        if getattr(opts, "json", False):  # keep `index.py --json | jq` pipelines parsing
+            sys.stdout.write(json.dumps({"ok": False, "error": str(exc), "exit_code": exc.exit_code}) + "\n")
         return exc.exit_code
     except KeyboardInterrupt:
         log.error("interrupted")

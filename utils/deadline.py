@@ -20,16 +20,19 @@ from typing import Any
 
 from .errors import ModuleTimeout
 
+_REPEAT = 1.0
+
 
 def _can_use_signals() -> bool:
     return threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
 
 
 class Deadline:
-    """One enforced time limit; identity only, carried by the ModuleTimeout it raises."""
+    """One enforced time limit, carried by the ModuleTimeout it raises; `expired` once it has fired."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.expired = False
 
 
 @contextlib.contextmanager
@@ -40,19 +43,22 @@ def deadline(seconds: float | None) -> Iterator[Deadline | None]:
         return
     me = Deadline(seconds)
     previous_handler: Any = signal.getsignal(signal.SIGALRM)
-    outer_remaining, _interval = signal.getitimer(signal.ITIMER_REAL)
+    outer_remaining, outer_interval = signal.getitimer(signal.ITIMER_REAL)
     started = time.monotonic()
     ours = not outer_remaining or seconds <= outer_remaining
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         if ours:
+            me.expired = True
             raise ModuleTimeout(seconds, owner=me)
         # The enclosing deadline is the earlier one: let its handler decide.
         if callable(previous_handler):
             previous_handler(signum, frame)
 
     signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds if ours else outer_remaining)
+    # The interval re-raises every second after expiry, so a module that swallows one ModuleTimeout
+    # (a bare `except:`) is interrupted again instead of running on.
+    signal.setitimer(signal.ITIMER_REAL, seconds if ours else outer_remaining, _REPEAT)
     try:
         yield me
     finally:
@@ -61,4 +67,4 @@ def deadline(seconds: float | None) -> Iterator[Deadline | None]:
         if outer_remaining:
             left = outer_remaining - (time.monotonic() - started)
             # An outer deadline that passed while we ran fires at once rather than never.
-            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), outer_interval)

@@ -2,8 +2,11 @@
 
 Contract: `atomic_write_bytes` leaves either the old file or the complete new one at `path`, never a mix,
 even when the process is killed mid-write. The temp file lives in the same directory (same filesystem),
-is fsynced before `os.replace`, and the directory is fsynced afterwards so the rename is durable.
+is fsynced before `os.replace`, and the directory is fsynced afterwards so the rename is durable. A
+symlink at `path` stays a symlink: its target is what gets replaced. The old file's mode, and (when we
+may) its owner and group, carry over, so root writing an administrator's file does not take it over.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,18 +26,27 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Replace `path` with `data` atomically, keeping the old file's mode unless `mode` is given."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))
+    owner: tuple[int, int] | None = None
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        owner = (st.st_uid, st.st_gid)
+        if mode is None:
+            mode = st.st_mode & 0o7777
     if mode is None:
-        try:
-            mode = path.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o644
+        mode = 0o644
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):  # only root may give a file away
+                    os.fchown(handle.fileno(), *owner)
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         tmp.replace(path)

@@ -1,17 +1,27 @@
 """The isolation boundary around one module call.
 
-Contract: `isolated()` restores the working directory, the environment, `sys.path`, `sys.argv` and the
-umask after the block, whatever the block did or raised. It does not catch anything itself; the runner
-decides what an exception means.
+Contract: `isolated()` restores, after the block and whatever it did or raised: the working directory,
+the environment, `sys.path`, `sys.argv`, the umask, the handlers of SIGINT/SIGTERM/SIGHUP (so Ctrl-C and
+systemd's stop still work for the rest of the run), `sys.stdin/stdout/stderr` and the logging disable
+level (so the summary and later errors still reach the operator). During the block stdin is /dev/null:
+a module runs unattended and must not wait for a terminal. With `stdout_to_stderr`, whatever the module
+writes to stdout (Python prints, raw writes to fd 1, child processes) goes to stderr instead, keeping
+stdout for the JSON report. It does not catch anything itself; the runner decides what an exception means.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _restore_environ(saved: dict[str, str]) -> None:
@@ -23,18 +33,56 @@ def _restore_environ(saved: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def isolated() -> Iterator[None]:
+def _fd_redirect(target_fd: int, source_fd: int) -> Iterator[None]:
+    """Point `target_fd` at what `source_fd` is for the block; a no-op where the fds are not usable."""
+    try:
+        saved = os.dup(target_fd)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(source_fd, target_fd)
+        yield
+    finally:
+        os.dup2(saved, target_fd)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def isolated(*, stdout_to_stderr: bool = False) -> Iterator[None]:
     cwd = Path.cwd()
     environ = dict(os.environ)
     path = list(sys.path)
     argv = list(sys.argv)
     umask = os.umask(0o022)
     os.umask(umask)
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
-        _restore_environ(environ)
-        sys.path[:] = path
-        sys.argv[:] = argv
-        os.umask(umask)
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    disabled = logging.root.manager.disable
+    main_thread = threading.current_thread() is threading.main_thread()
+    handlers: dict[int, Any] = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main_thread else {}
+    with contextlib.ExitStack() as stack:
+        devnull = stack.enter_context(open(os.devnull, encoding="utf-8"))
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.flush()
+        stack.enter_context(_fd_redirect(0, devnull.fileno()))
+        if stdout_to_stderr:
+            stack.enter_context(_fd_redirect(1, 2))
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+        sys.stdin = devnull
+        try:
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(AttributeError, ValueError, OSError):
+                    stream.flush()
+            sys.stdin, sys.stdout, sys.stderr = streams
+            os.chdir(cwd)
+            _restore_environ(environ)
+            sys.path[:] = path
+            sys.argv[:] = argv
+            os.umask(umask)
+            logging.disable(disabled)
+            for sig, handler in handlers.items():
+                if signal.getsignal(sig) is not handler and handler is not None:
+                    signal.signal(sig, handler)

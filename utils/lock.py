@@ -5,6 +5,7 @@ duration of the `with` block and raises `LockHeld` at once when another holder h
 the holder's pid for the operator; the kernel drops the lock when the holder dies, so a crash never leaves a
 stale lock behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,14 +13,20 @@ import fcntl
 import os
 from collections.abc import Iterator
 
-from .errors import LockHeld
+from .errors import LockHeld, UpdatesError
 from .paths import Paths
 
 
 @contextlib.contextmanager
 def run_lock(paths: Paths) -> Iterator[None]:
-    paths.state.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        paths.state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UpdatesError(
+            f"cannot create the lock file {paths.lock}: {exc.strerror or exc}",
+            hint="run as root, or set UPDATES_STATE_DIR to a writable directory",
+        ) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -31,6 +31,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED_NAMES = frozenset({"utils", "tests", "config", "bench", "venv", "state", "updates"})
 RESERVED_ARGS = ("name", "dry_run", "state_dir")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+MAX_TIMEOUT = 7 * 24 * 3600
 _OPTIONAL_STRINGS = ("version", "lastSafeVersion", "description")
 
 
@@ -109,6 +110,11 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; they are not JSON and would be written back as such.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def read_raw(path: Path) -> dict[str, Any]:
     """Parse the manifest file; JSON errors become a ManifestError naming line and column."""
     shown = display_name(path)
@@ -123,7 +129,7 @@ def read_raw(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ManifestError(f"{shown}: cannot read: {exc.strerror}") from None
     try:
-        raw = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        raw = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{shown}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except ValueError as exc:
@@ -180,15 +186,21 @@ def _check_entry(where: str, item: dict[str, Any], root: Path) -> list[str]:
     if "timeout" in item:
         timeout = item["timeout"]
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= MAX_TIMEOUT
         ):
-            problems.append(f"{where}.timeout: must be a positive number of seconds or null")
+            problems.append(
+                f"{where}.timeout: must be a number of seconds from 0 to {MAX_TIMEOUT} (a week), or null"
+            )
     children = item.get("children")
     if "children" in item and not (isinstance(children, list) and all(isinstance(c, str) for c in children)):
         problems.append(f"{where}.children: must be an array of entry names")
     if "script" not in item and isinstance(name, str) and NAME_RE.match(name) and name not in RESERVED_NAMES:
         directory = root / name
-        if not directory.is_dir():
+        if directory.is_symlink():
+            problems.append(f"{where}: module directory {name}/ is a symlink; links are never followed")
+        elif not directory.is_dir():
             if "children" not in item:
                 problems.append(f"{where}: module directory {name}/ is missing")
         elif not (directory / "index.py").is_file():

@@ -3,6 +3,7 @@
 Contract: every function that touches the file system takes a `Paths` instead of reading module globals,
 so tests point a whole run at a temporary directory by building one `Paths`.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,11 @@ class Paths:
         environ = os.environ if environ is None else environ
         root = Path(root or PACKAGE_ROOT).resolve()
         state = environ.get("UPDATES_STATE_DIR") or str(root / "state")
+        # Absolute now, so that a module changing the working directory cannot move them.
         return cls(
             root=root,
-            manifest=Path(manifest) if manifest else root / "manifest.json",
-            state=Path(state),
+            manifest=Path(manifest).absolute() if manifest else root / "manifest.json",
+            state=Path(state).absolute(),
         )
 
     @property

@@ -13,10 +13,11 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import inspect
 import logging
-import sys
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -152,6 +153,7 @@ class Runner:
         self.selection = Selection.build(manifest, options)
         self.results: list[ModuleResult] = []
         self.interrupted = False
+        self._pid = os.getpid()
         self._considered: set[str] = set()
         self._children_ran: set[str] = set()
 
@@ -214,9 +216,10 @@ class Runner:
                 ", ".join(entry.children),
             )
         for child in entry.children or ():
-            if child not in self._considered and entry.name not in self._children_ran:
+            if child not in self._considered and self.manifest.entries[child].is_group is False:
                 self._considered.add(child)
-                self.results.append(ModuleResult(child, SKIPPED, summary=f"not run by {entry.name}"))
+                reason = "not reached" if entry.name in self._children_ran else "not run"
+                self.results.append(ModuleResult(child, SKIPPED, summary=f"{reason} by {entry.name}"))
 
     def _call(self, entry: Entry) -> ModuleResult:
         started = time.monotonic()
@@ -240,10 +243,19 @@ class Runner:
                 "dry_run": self.options.dry_run,
                 "state_dir": str(state_dir),
             }
-            with self._stdout_guard(), isolated(), deadline(entry.timeout) as limit:
+            threads_before = set(threading.enumerate())
+            with isolated(stdout_to_stderr=self.options.quiet_stdout), deadline(entry.timeout) as limit:
                 main = load_main(entry.name, self.paths.module_dir(entry.name))
                 returned = main(args)
+            if limit is not None and limit.expired:  # it swallowed the timeout and returned anyway
+                raise ModuleTimeout(limit.seconds, owner=limit)
+            if inspect.iscoroutine(returned):
+                returned.close()
+                raise ModuleLoadError(
+                    f"{entry.name}: main is a coroutine function; it must be a plain function"
+                )
             result.status, result.summary = classify(returned)
+            _warn_stray_threads(entry.name, threads_before)
         except KeyboardInterrupt:
             result.error = "interrupted"
             log.error("%s: interrupted", entry.name)
@@ -262,6 +274,9 @@ class Runner:
             result.error = describe_failure(exc)
             log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
         finally:
+            if os.getpid() != self._pid:
+                # A module forked and its child returned here: it must not carry on our run.
+                os._exit(0 if result.status != FAILED else 1)
             result.duration_s = round(time.monotonic() - started, 3)
             self._succeeded(entry, result)
         return result
@@ -272,7 +287,7 @@ class Runner:
             if self.on_success and not self.options.dry_run:
                 try:
                     self.on_success(entry.name)
-                except UpdatesError as exc:
+                except (OSError, UpdatesError) as exc:
                     log.error("%s: could not record lastApplied: %s", entry.name, exc)
 
     def _call_script(self, entry: Entry, result: ModuleResult, state_dir: Path) -> None:
@@ -297,10 +312,17 @@ class Runner:
         else:
             result.summary = text
 
-    def _stdout_guard(self) -> contextlib.AbstractContextManager[Any]:
-        if self.options.quiet_stdout:
-            return contextlib.redirect_stdout(sys.stderr)
-        return contextlib.nullcontext()
+
+def _warn_stray_threads(name: str, before: set[threading.Thread]) -> None:
+    """A non-daemon thread left running keeps the whole process alive after the summary."""
+    stray = [t.name for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+    if stray:
+        log.warning(
+            "%s: left %d thread(s) running (%s); the run cannot end before they do",
+            name,
+            len(stray),
+            ", ".join(stray),
+        )
 
 
 def run_children(args: dict[str, Any]) -> list[dict[str, Any]]:
