@@ -137,6 +137,14 @@ def _with_command(argv: Sequence[str]) -> list[str]:
     return ["run", *args]
 
 
+def report_early_error(exc: UpdatesError) -> int:
+    """Before logging is set up: the one line and hint on stderr; returns the exit code."""
+    sys.stderr.write(f"error: {exc}\n")
+    if exc.hint:
+        sys.stderr.write(f"hint: {exc.hint}\n")
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
     """Parse `argv`, run the command, and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -145,10 +153,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
     except ParserExit as done:
         return done.status
     except UsageError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        if exc.hint:
-            sys.stderr.write(f"hint: {exc.hint}\n")
-        return exc.exit_code
+        return report_early_error(exc)
     verbosity = -1 if opts.quiet else opts.verbose
     paths = Paths.create(root, manifest=opts.manifest)
     log_file = setup_logging(paths.logs, verbosity)

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import CommandError, UpdatesError
-from .fsutil import fsync_dir
+from .fsutil import copy_file_atomic, fsync_dir
 from .proc import run
 from .releases import Version
 from .service import HealthCheck, ServiceManager, poll_health
@@ -91,23 +89,6 @@ def installed_version(binary: Path, probe: VersionProbe, *, cwd: Path | None = N
 
 def utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def copy_file_atomic(source: Path, dest: Path) -> None:
-    """Copy `source` to `dest` (mode and times kept) through a temp file beside `dest`, then rename."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        shutil.copy2(source, tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        tmp.replace(dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(dest.parent)
 
 
 def prune_backups(backup_dir: Path, prefix: str, keep: int) -> None:

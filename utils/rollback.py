@@ -33,7 +33,7 @@ if __name__ == "__main__":  # run as a script: register the package, then run th
 
     raise SystemExit(_main(sys.argv[1:]))
 
-from .cli import Parser, ParserExit
+from .cli import Parser, ParserExit, report_early_error
 from .errors import LockHeld, UpdatesError
 from .gitutil import Git
 from .log import setup_logging
@@ -242,10 +242,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None, git: Git |
     except ParserExit as done:
         return done.status
     except UpdatesError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        if exc.hint:
-            sys.stderr.write(f"hint: {exc.hint}\n")
-        return exc.exit_code
+        return report_early_error(exc)
     paths = Paths.create(root, manifest=opts.manifest)
     setup_logging(paths.logs, -1 if opts.quiet else opts.verbose)
     paths, git = context(paths, git)
