@@ -110,6 +110,7 @@ def test_ctrl_c_during_a_module_prints_summary_and_exits_130(install):
     lines = out.splitlines()
     assert lines[0].startswith("first: changed (1.0 -> 1.1)")
     assert lines[1].startswith("sleeper: failed (interrupted)")
+    assert lines[2] == "never: skipped (not run: interrupted)"
     assert "(interrupted)" in lines[-1]
     assert "sleeper: interrupted" in err
     assert not (install / "state" / "modules" / "never" / "calls.jsonl").exists()

@@ -167,9 +167,31 @@ class Runner:
                 self._visit(name, disabled_by=None)
         except KeyboardInterrupt:
             self.interrupted = True
+            for name in self.planned():
+                if name not in self._considered:
+                    self._considered.add(name)
+                    self.results.append(ModuleResult(name, SKIPPED, summary="not run: interrupted"))
         finally:
             _ACTIVE.reset(token)
         return self.results
+
+    def planned(self) -> list[str]:
+        """The modules this run would consider, in order (children after the module that runs them)."""
+        order: list[str] = []
+
+        def walk(name: str) -> None:
+            entry = self.manifest.entries[name]
+            if not entry.is_group and (self.selection.only is None or name in self.selection.only):
+                if name in order:
+                    return
+                order.append(name)
+            for child in entry.children or ():
+                walk(child)
+
+        walk(self.manifest.entrypoint)
+        for name in self.options.only or ():
+            walk(name)
+        return order
 
     def _visit(self, name: str, disabled_by: str | None) -> None:
         entry = self.manifest.entries[name]
