@@ -20,6 +20,7 @@ from updates.utils.notify import (
     ping_body,
     ping_start,
     redact,
+    scrub,
     should_send_webhook,
     validate_notify,
 )
@@ -223,3 +224,35 @@ def test_ping_body_lists_modules() -> None:
     assert ping_body({"modules": []}) == "no modules ran\n"
     assert ping_body(REPORT).splitlines()[1] == "gogs: failed (HTTP 500)"
 
+
+
+def test_delivery_errors_never_log_the_secret_parts_of_the_url(caplog: pytest.LogCaptureFixture) -> None:
+    # urllib3 quotes the path in "Max retries exceeded with url: /<uuid>/start": the uuid is the secret.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    ping = f"http://127.0.0.1:{port}/0b6d3f0e-secret-uuid"
+    hook = f"http://user:hunter2@127.0.0.1:{port}/hooks/T0KEN?sig=s3cr3t"
+    cfg = {"webhook": {"url": hook, "on": "always"}, "ping": ping}
+    with caplog.at_level("WARNING", logger="updates.utils.notify"):
+        assert ping_start(cfg, FAST) is False
+        assert notify_finished(cfg, REPORT, exit_ok=False, changed=False, session_factory=FAST) == {
+            "webhook": False,
+            "ping": False,
+        }
+    # Only our records: urllib3's own logger has a NullHandler and never reaches the orchestrator's log.
+    warnings = [r.getMessage() for r in caplog.records if r.name == "updates.utils.notify"]
+    assert len(warnings) == 3
+    for secret in ("secret-uuid", "T0KEN", "s3cr3t", "hunter2", "/start", "/fail"):
+        assert not any(secret in w for w in warnings), (secret, warnings)
+    assert all(f"http://127.0.0.1:{port}/…" in w for w in warnings)
+
+
+def test_scrub_removes_url_path_query_and_credentials() -> None:
+    url = "https://u:pw@hc.example.org/ping/abc-123?x=1"
+    text = f"Invalid URL {url}; Max retries exceeded with url: /ping/abc-123?x=1 (/ping/abc-123)"
+    cleaned = scrub(text, url)
+    assert "abc-123" not in cleaned and "pw" not in cleaned and "x=1" not in cleaned
+    assert cleaned.startswith("Invalid URL https://hc.example.org/…;")
+    assert scrub("connection refused", "http://h/") == "connection refused"

@@ -13,7 +13,8 @@ Contract:
 - Delivery never changes a run's outcome: any error (timeout, refused connection, HTTP >= 400) is logged
   and swallowed; the functions return what happened for the caller's log and for tests. Timeouts are short
   (connect 3 s, read 5 s by default) and retries few, so a dead receiver costs seconds, not the night.
-- URLs may carry secrets (a ping UUID, a webhook token): logs show only scheme and host.
+- URLs may carry secrets (a ping UUID, a webhook token): logs show only scheme and host, and the
+  messages of delivery errors (which quote the URL or its path) are scrubbed the same way.
 - `requests` is imported lazily, so importing this module costs nothing when no notification is set up.
 """
 
@@ -124,6 +125,23 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
 
 
+def scrub(text: str, url: str) -> str:
+    """`text` without the secret parts of `url`: exception messages of requests and urllib3 quote the URL
+    or its path (`Max retries exceeded with url: /<uuid>/start`), which would put the secret in the log."""
+    parts = urlsplit(url)
+    secrets = [url, url.split("#", 1)[0]]
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    if tail not in ("", "/"):
+        secrets += [tail, parts.path]
+    if parts.query:
+        secrets.append(parts.query)
+    if "@" in parts.netloc:
+        secrets.append(parts.netloc.rpartition("@")[0])
+    for secret in sorted({s for s in secrets if s and s != "/"}, key=len, reverse=True):
+        text = text.replace(secret, redact(url) if secret.startswith(f"{parts.scheme}:") else "…")
+    return text
+
+
 def _timeouts(total: float) -> tuple[float, float]:
     return (min(CONNECT_TIMEOUT, total), total)
 
@@ -152,7 +170,7 @@ def _send(
         finally:
             session.close()
     except Exception as exc:  # a notification must never change the run's outcome
-        log.warning("%s to %s not delivered: %s", what, redact(url), _one_line(exc))
+        log.warning("%s to %s not delivered: %s", what, redact(url), scrub(_one_line(exc), url))
         return False
     if response.status_code >= 400:
         log.warning("%s to %s not delivered: HTTP %d", what, redact(url), response.status_code)
