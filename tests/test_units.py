@@ -141,7 +141,7 @@ def test_rendered_units_have_the_real_paths(install: dict[str, Path]) -> None:
     assert values(service, "TimeoutStartSec") == ["2h"]
     assert values(service, "SuccessExitStatus") == ["75"]
     assert values(service, "Nice") == ["10"]
-    # Modules write /usr/local, /etc and /opt: nothing may make those read-only.
+    # Modules write /usr/local, /etc and /home/git/gogs: nothing may make those read-only.
     for directive in ("ProtectSystem", "ProtectHome", "PrivateDevices", "ReadOnlyPaths", "InaccessiblePaths"):
         assert not values(service, directive), f"{directive} would stop modules from doing their jobs"
     timer = parse_unit((install["dest"] / "updates.timer").read_text())
