@@ -26,7 +26,15 @@ from ..utils.extract import extract_tree
 from ..utils.install import ServicePlan, VersionProbe, installed_version
 from ..utils.install_dir import DirectoryInstall, install_directory
 from ..utils.release_args import ArgsError, path_arg, read_args
-from ..utils.release_update import Context, decide, lookup, open_context, verified_asset, would_install
+from ..utils.release_update import (
+    Context,
+    decide,
+    lookup,
+    open_context,
+    refuse_symlink,
+    verified_asset,
+    would_install,
+)
 from ..utils.releases import ReleaseError, Version
 from ..utils.service import gogs_database_ok
 
@@ -49,18 +57,28 @@ class UpgradePathError(ReleaseError):
 
 
 def check_upgrade_path(installed: Version, target: Version) -> None:
-    """Refuse upgrades gogs does not support: below 0.12 go to 0.12 first; then one minor at a time."""
-    pin = "pin 'version' to the newest release of the next minor series, upgrade, then unpin"
-    if installed.minor_series < (0, 12) and target.minor_series > (0, 12):
-        raise UpgradePathError(f"gogs {installed} -> {target}: upgrade to 0.12 first", hint=pin)
+    """Refuse upgrades gogs does not support: below 0.12 go to 0.12 first; from 0.12 on one minor at a time.
+
+    The message itself says what to do (the orchestrator's summary shows the message, not a hint).
+    """
+    if installed.minor_series < (0, 12):
+        if target.minor_series > (0, 12):
+            raise UpgradePathError(
+                f"gogs {installed} -> {target}: gogs below 0.12 must be upgraded to 0.12 first; "
+                "set the module's 'version' arg to the newest 0.12.x release, run, then remove it"
+            )
+        return
     if target.major == installed.major and target.minor > installed.minor + 1:
-        skipped = f"{installed.major}.{installed.minor + 1}"
+        step = f"{installed.major}.{installed.minor + 1}"
         raise UpgradePathError(
-            f"gogs {installed} -> {target} would skip {skipped}; gogs upgrades one minor version at a time",
-            hint=pin,
+            f"gogs {installed} -> {target} would skip {step}; gogs upgrades one minor version at a time: "
+            f"set the module's 'version' arg to the newest {step}.x release, run, then remove it"
         )
     if target.major > installed.major and (target.major > installed.major + 1 or target.minor > 0):
-        raise UpgradePathError(f"gogs {installed} -> {target} skips a major series", hint=pin)
+        raise UpgradePathError(
+            f"gogs {installed} -> {target} skips a major series; upgrade one series at a time "
+            "(set the module's 'version' arg to each step in turn)"
+        )
 
 
 def asset_names(where: Platform, version: Version) -> list[str]:
@@ -95,6 +113,7 @@ def update(ctx: Context, own: dict[str, Any], install_dir: Path) -> dict[str, ob
     )
     if not decision.install:
         return {"changed": False, "summary": decision.summary}
+    refuse_symlink(install_dir, "install_dir")
     if current is not None:
         check_upgrade_path(current, version)
     names = asset_names(ctx.platform, version)

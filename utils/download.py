@@ -26,8 +26,8 @@ from pathlib import Path
 
 import requests
 
-from .errors import ChecksumError, UpdatesError
-from .releases import Asset, Release
+from .errors import UpdatesError
+from .releases import Asset, Release, check_rate_limit
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,12 @@ class DownloadError(UpdatesError):
     """The asset could not be downloaded completely."""
 
 
-class ChecksumMismatch(ChecksumError):
-    """The downloaded bytes do not hash to the published SHA-256."""
+class ChecksumMismatch(UpdatesError):
+    """The downloaded bytes do not hash to the published SHA-256.
+
+    Not a `ChecksumError`: that one means a module directory failed verification (the orchestrator reports
+    such a module as "not run"); this module ran and refused a download.
+    """
 
 
 class UnverifiedAsset(UpdatesError):
@@ -73,8 +77,12 @@ def _get_asset(session: requests.Session, asset: Asset) -> requests.Response:
     except requests.RequestException as exc:
         raise DownloadError(f"cannot download {asset.name}: {exc}") from exc
     if response.status_code != 200:
-        response.close()
-        raise DownloadError(f"cannot download {asset.name}: HTTP {response.status_code} from {response.url}")
+        with contextlib.closing(response):
+            check_rate_limit(response)  # the asset URL is on the API host and counts against the limit
+            raise DownloadError(
+                f"cannot download {asset.name}: HTTP {response.status_code} from "
+                f"{response.url.split('?', 1)[0]}"
+            )
     if "text/html" in response.headers.get("Content-Type", "").lower():
         response.close()
         raise DownloadError(f"cannot download {asset.name}: the server sent an HTML page instead of the file")

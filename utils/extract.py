@@ -5,9 +5,9 @@ refuses the whole archive: absolute names, `..` components, symbolic and hard li
 duplicate names raise `ExtractError`. Only regular files and directories are accepted.
 - `extract_file` copies one member, named by its exact path, into a new temporary file in `dest_dir`
   (streamed, constant memory) with the given mode, and returns that file's path; the caller renames it.
-- `extract_tree` recreates everything under one top directory of the archive in `dest` (a new or an
-  empty directory, which is removed again on failure); files get 0755 or 0644 (no setuid/setgid/sticky,
-  no group/other write).
+- `extract_tree` recreates everything under one top directory of the archive (stored as an entry or only
+  implied by its members' paths) in `dest` (a new or an empty directory, which is removed again on
+  failure); files get 0755 or 0644 (no setuid/setgid/sticky, no group/other write).
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ def extract_tree(archive: Path, top: str, dest: Path) -> None:
     top = top.strip("/")
     with _open(archive) as tar:
         members = _checked_members(archive, tar)
-        if top not in members or not members[top].isdir():
+        # The top directory may be implied by its members (tar builders need not store directory entries).
+        top_is_file = top in members and not members[top].isdir()
+        if top_is_file or not any(n.startswith(top + "/") for n in members):
             raise ExtractError(f"{archive.name}: expected one top directory {top + '/'!r}")
         outside = [n for n in members if n != top and not n.startswith(top + "/")]
         if outside:
@@ -126,6 +128,9 @@ def extract_tree(archive: Path, top: str, dest: Path) -> None:
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 _copy_member(tar, info, fd, 0o755 if info.mode & 0o111 else 0o644)
                 os.utime(target, (info.mtime, info.mtime))
+            for root, dirs, _files in os.walk(dest):  # whatever the umask, directories are 0755
+                for name in dirs:
+                    Path(root, name).chmod(0o755)
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise

@@ -5,11 +5,12 @@ Contract of `install_directory(plan, new_dir, version, old_version)`:
    report `version` before anything installed is touched; otherwise `InstallError`, nothing changed.
 2. A running service is stopped; the administrator's directories (`keep`: custom/, data/, log/) are copied
    from the installed directory into `new_dir`, byte for byte, with modes, times and (when we run as root)
-   owners; symbolic links inside them are copied as links.
+   owners; symbolic links inside them are copied as links. Any other top-level entry that the release
+   does not ship is named in a warning (it stays in the backup only).
 3. The switch is two renames: the installed directory becomes the backup `<backup_dir>/<name>-<old>-<stamp>`
    (kept, the newest `keep_backups` of them), then `new_dir` becomes the install directory.
 4. The service is started and its health polled. On failure the new directory is moved aside as
-   `<name>-<new>-failed-<stamp>` (kept for diagnosis), the backup is renamed back, the service restarted,
+   `<name>-failed-<new>-<stamp>` (kept for diagnosis), the backup is renamed back, the service restarted,
    and `InstallError` says so.
 The backup directory must be on the install directory's file system (checked before anything changes).
 """
@@ -84,6 +85,11 @@ def carry_over(old_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> list[str]
     return copied
 
 
+def left_behind(old_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> list[str]:
+    """Top-level entries of the installed directory that the switch leaves behind (in the backup only)."""
+    return sorted(p.name for p in old_dir.iterdir() if p.name not in keep and not (new_dir / p.name).exists())
+
+
 def _owner_like(reference: Path, tree: Path) -> None:
     """The release files take the owner of the installed directory (gogs runs as its own user)."""
     if os.geteuid() != 0:
@@ -125,6 +131,12 @@ def install_directory(
         _owner_like(install_dir, new_dir)
         copied = carry_over(install_dir, new_dir, plan.keep)
         log.info("carried over %s into the new %s", ", ".join(copied) or "nothing", install_dir.name)
+        left = left_behind(install_dir, new_dir, plan.keep)
+        if left:
+            log.warning(
+                "%s: not carried over (not in the release, not in %s): %s; they stay in the backup %s",
+                install_dir, "/".join(plan.keep), ", ".join(left), backup,
+            )
         install_dir.rename(backup)
         switched = True
         new_dir.rename(install_dir)

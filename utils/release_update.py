@@ -28,6 +28,7 @@ import requests
 
 from .assets import Platform, choose_asset, detect_platform, libc_order
 from .download import Expected, check_verifiable, downloaded, expected_digest
+from .errors import UpdatesError
 from .extract import extract_file
 from .http import make_session
 from .install import BinaryInstall, install_binary, installed_version
@@ -36,6 +37,10 @@ from .releases import Asset, GitHubReleases, Release, ReleaseError, ReleaseQuery
 from .service import HealthCheck, ServiceManager
 
 log = logging.getLogger(__name__)
+
+
+class PartialUpdate(UpdatesError):
+    """A later binary of a module failed after an earlier one was upgraded (and stays upgraded)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,12 @@ class Context:
 
 
 def open_context(common: CommonArgs, libc_preference: str = "gnu") -> Context:
+    if common.allow_unverified:
+        # Said on every run, not only when it bites: the setting itself is the risk to see.
+        log.warning(
+            "%s: allow_unverified is set: an asset without a published SHA-256 would be installed unverified",
+            common.name or "module",
+        )
     api_host = urlsplit(common.api_url).hostname
     session = make_session(
         token=os.environ.get(common.token_env) or None,
@@ -140,6 +151,14 @@ def verified_asset(
     return asset, expected
 
 
+def refuse_symlink(path: Path, what: str) -> None:
+    """A replace or rename would swap out the link itself, not what it points to: say so instead."""
+    if path.is_symlink():
+        raise ArgsError(
+            f"{path} is a symbolic link (to {path.readlink()}); point {what} at the real location"
+        )
+
+
 def would_install(decision: Decision, asset: Asset, expected: Expected) -> str:
     """The dry-run summary."""
     return f"would install {decision.summary} from {asset.name} (SHA-256 from {expected.source})"
@@ -165,6 +184,7 @@ def _update_binaries(
     release, version = lookup(ctx, repo)
     common = ctx.common
     parts: list[tuple[str, str]] = []
+    done: list[str] = []  # the components installed so far in this run
     changed = False
     for comp in components:
         target = comp.plan.target
@@ -180,6 +200,7 @@ def _update_binaries(
         if not decision.install:
             parts.append((comp.name, decision.summary))
             continue
+        refuse_symlink(target, "the binary path arg")
         names = comp.asset_names(ctx.platform, version, ctx.libcs)
         asset, expected = verified_asset(ctx, release, version, names, comp.checksum_files)
         if comp.warning:
@@ -189,15 +210,39 @@ def _update_binaries(
             continue
         if not target.parent.is_dir():
             raise ArgsError(f"{target.parent} does not exist; create it or change the binary path arg")
-        with downloaded(
-            ctx.session, asset, target.parent, expected, allow_unverified=common.allow_unverified
-        ) as archive:
-            new_file = extract_file(archive, comp.member(asset.name), target.parent)
-            try:
-                install_binary(comp.plan, new_file, version, current)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    new_file.unlink()
+        try:
+            _install_component(ctx, comp, asset, expected, version=version, current=current)
+        except UpdatesError as exc:
+            if not done:
+                raise
+            # The earlier binaries stay upgraded (they passed their own checks); say so, or the
+            # administrator reading "failed" would think nothing changed.
+            raise PartialUpdate(
+                f"{comp.name}: {exc} (already done: {'; '.join(done)})", hint=exc.hint
+            ) from exc
         changed = True
+        done.append(f"{comp.name} {decision.summary}")
         parts.append((comp.name, decision.summary))
     return {"changed": changed, "summary": join_summaries(parts)}
+
+
+def _install_component(
+    ctx: Context,
+    comp: BinaryComponent,
+    asset: Asset,
+    expected: Expected,
+    *,
+    version: Version,
+    current: Version | None,
+) -> None:
+    """Download, extract the one member and install it (see `install_binary` for the undo)."""
+    target = comp.plan.target
+    with downloaded(
+        ctx.session, asset, target.parent, expected, allow_unverified=ctx.common.allow_unverified
+    ) as archive:
+        new_file = extract_file(archive, comp.member(asset.name), target.parent)
+        try:
+            install_binary(comp.plan, new_file, version, current)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                new_file.unlink()

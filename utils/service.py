@@ -89,6 +89,25 @@ class HealthCheck:
     )
 
 
+def short_reason(exc: requests.RequestException) -> str:
+    """One short phrase for a failed health request (`connection refused`), not urllib3's paragraph."""
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time (timeout)"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    for arg in exc.args:  # urllib3 wraps the socket error in its own exceptions' arguments
+        inner = getattr(arg, "reason", arg)
+        if isinstance(inner, OSError) and inner.strerror:
+            return inner.strerror.lower()
+        text = str(inner)
+        if "Errno" in text:
+            return text.rsplit("] ", 1)[-1].rstrip(")'\"").lower()
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
 def poll_health(
     check: HealthCheck,
     *,
@@ -112,7 +131,7 @@ def poll_health(
                     log.info("%s is healthy", check.url)
                     return
             except requests.RequestException as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = short_reason(exc)
             if clock() >= deadline:
                 raise HealthError(f"{check.url} not healthy after {check.timeout_s:g} s: {reason}")
             sleep(min(check.interval_s, max(0.0, deadline - clock())))
