@@ -7,7 +7,9 @@ Contract (DESIGN.md, "Rollback"):
 - `rollback_module(name, version)`, `rollback_to_last_safe(name)` and `mark_safe(name)` return True or False
   and log why; they never raise for a refusal, and a refused or failed rollback leaves the module as it was.
   Rollback does not commit: the operator decides what git records.
-- Every function takes `paths` (default: this installation) and `git` (default: `git` on PATH in the root).
+- Every function takes `paths` (default: this installation) and `git` (default: `git` on PATH in the root);
+  rollback and mark-safe also take the timer's lock (`timer_state`, default /var/lib/updates) when it is
+  another existing file, so a hand-run rollback without `UPDATES_STATE_DIR` never races the nightly run.
 - Command line: `list NAME [--json]`, `tag NAME [--version V] [--push]`, `rollback NAME [--to VERSION]
   [--force]`, `mark-safe NAME`. Exit 0 on success, 1 when refused or failed (one line on stderr saying
   why), 2 for usage or manifest errors, 75 when a run holds the lock.
@@ -42,6 +44,7 @@ from .paths import Paths
 from .report import table
 from .versions import (
     STEPS,
+    TIMER_STATE_DIR,
     StepHook,
     context,
     create_tag,
@@ -105,35 +108,58 @@ def rollback_module(
     force: bool = False,
     paths: Paths | None = None,
     git: Git | None = None,
+    timer_state: Path | None = TIMER_STATE_DIR,
     _on_step: StepHook | None = None,
 ) -> bool:
     """Restore module `name` to the tagged `target_version`; True on success, False (logged) otherwise.
 
     `force` proceeds when the directory does not match its own checksum file (the backup keeps the edit).
+    `timer_state` is the timer's state directory, whose lock is taken too (None: only `paths`' lock).
     `_on_step` is called with each name in `STEPS` as the rollback passes it (tests inject failures there).
     """
     paths, git = context(paths, git)
     return _attempt(
         f"{name}: rollback to {target_version}",
-        lambda: perform_rollback(name, target_version, force=force, paths=paths, git=git, on_step=_on_step),
+        lambda: perform_rollback(
+            name,
+            target_version,
+            force=force,
+            paths=paths,
+            git=git,
+            on_step=_on_step,
+            timer_state=timer_state,
+        ),
     )
 
 
 def rollback_to_last_safe(
-    name: str, *, force: bool = False, paths: Paths | None = None, git: Git | None = None
+    name: str,
+    *,
+    force: bool = False,
+    paths: Paths | None = None,
+    git: Git | None = None,
+    timer_state: Path | None = TIMER_STATE_DIR,
 ) -> bool:
     """`rollback_module` to the entry's `lastSafeVersion`."""
     paths, git = context(paths, git)
     return _attempt(
         f"{name}: rollback to the last safe version",
-        lambda: perform_rollback(name, None, force=force, paths=paths, git=git),
+        lambda: perform_rollback(name, None, force=force, paths=paths, git=git, timer_state=timer_state),
     )
 
 
-def mark_safe(name: str, *, paths: Paths | None = None, git: Git | None = None) -> bool:
+def mark_safe(
+    name: str,
+    *,
+    paths: Paths | None = None,
+    git: Git | None = None,
+    timer_state: Path | None = TIMER_STATE_DIR,
+) -> bool:
     """Set the entry's `lastSafeVersion` to its current `version`; True on success."""
     paths, git = context(paths, git)
-    return _attempt(f"{name}: mark-safe", lambda: set_last_safe(name, paths=paths, git=git))
+    return _attempt(
+        f"{name}: mark-safe", lambda: set_last_safe(name, paths=paths, git=git, timer_state=timer_state)
+    )
 
 
 # -- command line -------------------------------------------------------------------------------------

@@ -12,21 +12,29 @@ Contract: these functions raise (`RollbackError` for a refusal, `LockHeld` when 
   move the old one to `<state>/rollback/<name>-<UTC time>/`, then write `version` and `checksum` to the
   manifest. Any failure before that write ends puts the original directory back, untouched.
 - `set_last_safe` records the current version as `lastSafeVersion`, under the run lock.
+- "The run lock" is `<state>/updates.lock` of `paths`, and also the lock of the timer's state directory
+  (`TIMER_STATE_DIR`, where config/updates.service and config/updates.cron keep it) when that lock file
+  exists and is another file: an operator who runs a rollback by hand without `UPDATES_STATE_DIR` still
+  never races the nightly run. That second lock is only taken (flock on a read-only descriptor), never
+  created or written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .checksum import compute_folder_sha256, read_checksum_file
-from .errors import ChecksumError, RollbackError, UpdatesError
+from .errors import ChecksumError, LockHeld, RollbackError, UpdatesError
 from .gitutil import PUSH_TIMEOUT, Git, TreeFile
 from .lock import run_lock
 from .manifest import NAME_RE, Entry, load_manifest, update_entry
@@ -36,6 +44,8 @@ from .treeswap import exchange, move_tree, write_tree
 
 log = logging.getLogger(__name__)
 
+# The state directory of the systemd unit and of the cron example (see config/): their runs lock it.
+TIMER_STATE_DIR = Path("/var/lib/updates")
 StepHook = Callable[[str], None]
 # The points at which `perform_rollback` calls its `on_step` hook, in order (tests inject failures there).
 STEPS = ("extracted", "swapped", "backed-up")
@@ -169,6 +179,41 @@ def push_tag(tag: str, *, git: Git, remote: str = "origin") -> None:
     git.run("push", "--quiet", remote, f"refs/tags/{tag}:refs/tags/{tag}", timeout=PUSH_TIMEOUT)
 
 
+@contextlib.contextmanager
+def _timer_lock(lock: Path) -> Iterator[None]:
+    """Hold the existing lock file `lock` as a run would (flock), without creating or writing it."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        yield  # removed since we looked: no run holds it
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise LockHeld(
+                f"a run of the timer holds the lock {lock} (pid {holder})",
+                hint="wait for it to finish; the lock is released when that process exits",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(paths: Paths, timer_state: Path | None = TIMER_STATE_DIR) -> Iterator[None]:
+    """The run lock of `paths`, plus the timer's when it is another, existing file (see the docstring)."""
+    with run_lock(paths):
+        other = timer_state / "updates.lock" if timer_state is not None else None
+        if other is None or not other.is_file() or other.resolve() == paths.lock.resolve():
+            yield
+            return
+        log.debug("also taking the timer's lock %s", other)
+        with _timer_lock(other):
+            yield
+
+
 def _backup_path(paths: Paths, name: str) -> Path:
     base = paths.state / "rollback" / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     candidate, n = base, 1
@@ -190,9 +235,10 @@ def perform_rollback(
     paths: Paths,
     git: Git,
     on_step: StepHook | None = None,
+    timer_state: Path | None = TIMER_STATE_DIR,
 ) -> RollbackResult:
     """Restore module `name` to the newest tag of `target_version` (default: its lastSafeVersion)."""
-    with run_lock(paths):
+    with locked(paths, timer_state):
         entry = module_entry(paths, name)
         target = target_version or entry.last_safe_version
         if not target:
@@ -319,9 +365,11 @@ def _undo(
     log.info("%s: rollback failed (%s); the module directory is unchanged", name, cause)
 
 
-def set_last_safe(name: str, *, paths: Paths, git: Git) -> str:
+def set_last_safe(
+    name: str, *, paths: Paths, git: Git, timer_state: Path | None = TIMER_STATE_DIR
+) -> str:
     """Record the entry's current version as `lastSafeVersion`; returns that version."""
-    with run_lock(paths):
+    with locked(paths, timer_state):
         entry = module_entry(paths, name)
         if not entry.version:
             raise RollbackError(f"{name}: the manifest has no version to mark safe")
