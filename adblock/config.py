@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..utils.errors import UsageError
 from .render import FORMATS
@@ -100,13 +101,21 @@ class Options:
         output = values["output"] or (DEFAULT_HOSTS if fmt == "hosts" else None)
         if not output:
             raise UsageError(f"adblock: args.output (the file to write) is required for format {fmt}")
+        # A relative path would depend on the directory the timer happens to start in.
+        for key, paths in (("output", [output]), ("allow_files", values["allow_files"]),
+                           ("deny_files", values["deny_files"])):
+            relative = [str(p) for p in paths if isinstance(p, str) and not p.startswith("/")]
+            if relative:
+                raise UsageError(f"adblock: args.{key}: {relative[0]!r} must be an absolute path")
         return cls(
             sources=_sources(values["sources"]),
             format=fmt,
             output=Path(output),
             block=install == "block",
-            redirect_ip=_ip(values["redirect_ip"], "redirect_ip"),
-            redirect_ipv6=_ip(values["redirect_ipv6"], "redirect_ipv6") if values["redirect_ipv6"] else None,
+            redirect_ip=_ip(values["redirect_ip"], "redirect_ip", 4 if fmt == "dnsmasq" else None),
+            redirect_ipv6=(
+                _ip(values["redirect_ipv6"], "redirect_ipv6", 6) if values["redirect_ipv6"] else None
+            ),
             lenient=values["lenient"],
             allow=_strings(values["allow"], "allow"),
             allow_files=_strings(values["allow_files"], "allow_files"),
@@ -141,7 +150,12 @@ def _sources(value: list[Any]) -> tuple[Source, ...]:
             url, name = item["url"], item.get("name")
         else:
             raise UsageError(f'adblock: args.sources[{index}] must be a URL or {{"url": ..., "name": ...}}')
-        if not (url.startswith(("http://", "https://", "file://")) or url.startswith("/")):
+        parts = urlsplit(url)
+        if url.startswith("/") or (parts.scheme == "file" and parts.netloc in ("", "localhost")):
+            pass
+        elif parts.scheme == "file":
+            raise UsageError(f"adblock: args.sources[{index}]: {url!r}: a file URL is file:///absolute/path")
+        elif parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"adblock: args.sources[{index}]: {url!r} is not an http(s):// or file:// URL")
         sources.append(Source(url, str(name) if name else source_name(url)))
     if len({s.url for s in sources}) != len(sources):
@@ -149,11 +163,14 @@ def _sources(value: list[Any]) -> tuple[Source, ...]:
     return tuple(sources)
 
 
-def _ip(value: str, key: str) -> str:
+def _ip(value: str, key: str, version: int | None = None) -> str:
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError as exc:
         raise UsageError(f"adblock: args.{key}: {value!r} is not an IP address") from exc
+    if version is not None and address.version != version:
+        raise UsageError(f"adblock: args.{key}: {value!r} is not an IPv{version} address")
+    return str(address)
 
 
 def _fraction(value: float, key: str) -> float:

@@ -165,7 +165,8 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
         and state.get("fingerprint") == fingerprint
         and state.get("installed") == _digest(current.ours())
     ):
-        return {"changed": False, "summary": f"{state.get('count', 0):,} domains, all sources unchanged"}
+        summary = f"{state.get('count', 0):,} domains, all sources unchanged"
+        return _unchanged(opts, state, state_path, summary, dry_run)
 
     gathered = _gather(fetched, opts, cache, dry_run)
     total = len(opts.sources)
@@ -190,8 +191,11 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     old_body = current.body()
     if old_body == body_of(ours):
         if not dry_run:
-            _save_state(state_path, _fingerprint(opts, fetched, cache), current.ours(), len(names))
-        return {"changed": False, "summary": f"{len(names):,} domains {where}, unchanged"}
+            state = _save_state(
+                state_path, _fingerprint(opts, fetched, cache), current.ours(), len(names),
+                reload_pending=bool(state.get("reload_pending")),
+            )
+        return _unchanged(opts, state, state_path, f"{len(names):,} domains {where}, unchanged", dry_run)
     old_count, removed = _compare(old_body, names, opts.format)
     del old_body
 
@@ -208,14 +212,39 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
 
     content = compose(current, ours, opts.block)
     how = write_file(opts.output, content, current.full, state_dir / "backups")
-    _save_state(state_path, _fingerprint(opts, fetched, cache), ours, len(names))
+    # Recorded before the reload: a reload that fails (or is killed) is retried by the next run, even when
+    # the list has not changed again by then.
+    state = _save_state(state_path, _fingerprint(opts, fetched, cache), ours, len(names),
+                        reload_pending=bool(opts.reload))
     log.info("wrote %s (%s): %s", opts.output, how, change)
     if opts.reload:
         try:
-            run(list(opts.reload), timeout=opts.reload_timeout)
+            _reload(opts, state, state_path)
         except UpdatesError as exc:
             raise UpdatesError(f"blocklist written ({change}) but the reload command failed: {exc}") from exc
     return {"changed": True, "summary": change}
+
+
+def _reload(opts: Options, state: dict[str, Any], state_path: Path) -> None:
+    assert opts.reload is not None
+    run(list(opts.reload), timeout=opts.reload_timeout)
+    _save_state(state_path, state["fingerprint"], None, state["count"], installed_digest=state["installed"])
+
+
+def _unchanged(
+    opts: Options, state: dict[str, Any], state_path: Path, summary: str, dry_run: bool
+) -> dict[str, Any]:
+    """The result of a run that installs nothing new; it runs a reload that failed last time."""
+    if not (opts.reload and state.get("reload_pending")):
+        return {"changed": False, "summary": summary}
+    if dry_run:
+        return {"changed": False, "summary": f"{summary}; would retry the reload that failed last time"}
+    try:
+        _reload(opts, state, state_path)
+    except UpdatesError as exc:
+        raise UpdatesError(f"{summary}, but the reload command failed again: {exc}") from exc
+    log.info("the reload that failed last time succeeded")
+    return {"changed": True, "summary": f"{summary}; reloaded (the last reload had failed)"}
 
 
 def _compare(old_body: bytes | None, names: list[str], fmt: str) -> tuple[int, int]:
@@ -228,6 +257,20 @@ def _compare(old_body: bytes | None, names: list[str], fmt: str) -> tuple[int, i
     return len(kept), kept.count(0)
 
 
-def _save_state(path: Path, fingerprint: str, installed: bytes | memoryview | None, count: int) -> None:
-    state = {"fingerprint": fingerprint, "installed": _digest(installed), "count": count}
+def _save_state(
+    path: Path,
+    fingerprint: str,
+    installed: bytes | memoryview | None,
+    count: int,
+    *,
+    reload_pending: bool = False,
+    installed_digest: str | None = None,
+) -> dict[str, Any]:
+    state = {
+        "fingerprint": fingerprint,
+        "installed": installed_digest or _digest(installed),
+        "count": count,
+        "reload_pending": reload_pending,
+    }
     atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True) + "\n", mode=0o600)
+    return state

@@ -17,6 +17,7 @@ from ..utils.errors import UsageError
 GENERATOR = "updates adblock module"
 FORMATS = ("hosts", "dnsmasq", "unbound", "rpz", "domains", "adblock")
 _COMMENT = {"rpz": ";", "adblock": "!"}
+_DNSMASQ_NULL = ("0.0.0.0", "::")  # noqa: S104 - answers dnsmasq writes as `#`, not bind addresses
 _NAME_IN_LINE = {
     "hosts": re.compile(r"^\S+[ \t]+(\S+)$", re.MULTILINE),
     "dnsmasq": re.compile(r"^(?:address|local)=/([^/\n]+)/", re.MULTILINE),
@@ -73,12 +74,26 @@ def _affixes(fmt: str, redirect_ip: str) -> tuple[str, str]:
 
 
 def render_body(names: Sequence[str], fmt: str, *, redirect_ip: str = "0.0.0.0", redirect_ipv6: str | None = None) -> bytes:  # noqa: S104, E501 - a blocking address, not a bind
-    """The body: one line per name (two for hosts with an IPv6 twin)."""
+    """The body: one line per name (two for hosts with an IPv6 twin, and for dnsmasq with a redirect address).
+
+    dnsmasq answers `address=/x/<IPv4>` for A queries only and forwards AAAA queries upstream, so a blocked
+    name would still resolve over IPv6. The default answer is therefore `address=/x/#` (0.0.0.0 for A,
+    :: for AAAA); with another `redirect_ip` each name gets a second line with `redirect_ipv6` (`::` unless
+    set).
+    """
     if not names:
         return b""
     prefix, suffix = _affixes(fmt, redirect_ip)
+    twin = None  # (prefix, suffix) of a second line per name
     if fmt == "hosts" and redirect_ipv6:
-        text = "\n".join(f"{redirect_ip} {n}\n{redirect_ipv6} {n}" for n in names)
+        twin = (f"{redirect_ipv6} ", "")
+    elif fmt == "dnsmasq":
+        if (redirect_ip, redirect_ipv6 or "::") == _DNSMASQ_NULL:
+            suffix = "/#"
+        else:
+            twin = ("address=/", f"/{redirect_ipv6 or '::'}")
+    if twin:
+        text = "\n".join(f"{prefix}{n}{suffix}\n{twin[0]}{n}{twin[1]}" for n in names)
     else:
         # One join instead of a formatted string per name: this is on the 1M-name hot path.
         text = prefix + f"{suffix}\n{prefix}".join(names) + suffix

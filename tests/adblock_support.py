@@ -61,7 +61,8 @@ def free_udp_port() -> int:
 
 
 def dns_query(name: str, port: int, qtype: int = 1, timeout: float = 1.0) -> tuple[int, list[str]]:
-    """Ask 127.0.0.1:port for `name`; returns (rcode, IPv4 answers). Raises socket.timeout when silent."""
+    """Ask 127.0.0.1:port for `name` (qtype 1: A, 28: AAAA); returns (rcode, A and AAAA answers).
+    Raises socket.timeout when silent."""
     ident = random.randrange(1 << 16)
     question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
     packet = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", qtype, 1)
@@ -84,5 +85,7 @@ def dns_query(name: str, port: int, qtype: int = 1, timeout: float = 1.0) -> tup
         offset += 10
         if rtype == 1 and length == 4:
             answers.append(socket.inet_ntoa(reply[offset : offset + 4]))
+        elif rtype == 28 and length == 16:
+            answers.append(socket.inet_ntop(socket.AF_INET6, reply[offset : offset + 16]))
         offset += length
     return flags & 0xF, answers

@@ -20,7 +20,7 @@ HEADER = (
     ("fmt", "comment", "preamble", "body"),
     [
         ("hosts", "#", "", "0.0.0.0 a.example.com\n0.0.0.0 b.example.net\n"),
-        ("dnsmasq", "#", "", "address=/a.example.com/0.0.0.0\naddress=/b.example.net/0.0.0.0\n"),
+        ("dnsmasq", "#", "", "address=/a.example.com/#\naddress=/b.example.net/#\n"),
         ("unbound", "#", "server:\n",
          'local-zone: "a.example.com" always_nxdomain\nlocal-zone: "b.example.net" always_nxdomain\n'),
         ("rpz", ";", "$TTL 3600\n@ IN SOA localhost. root.localhost. 0 3600 600 86400 60\n@ IN NS localhost.\n",
@@ -42,6 +42,15 @@ def test_hosts_ipv6_twin_and_redirect() -> None:
         b"127.0.0.1 a.example.com\n:: a.example.com\n127.0.0.1 b.example.net\n:: b.example.net\n"
     )
     assert sorted(set(names_in(body_of(out), "hosts"))) == NAMES
+
+
+def test_dnsmasq_answers_aaaa_too() -> None:
+    # `address=/x/1.2.3.4` alone answers A only: dnsmasq would forward AAAA queries for a blocked name.
+    custom = body_of(render(NAMES[:1], "dnsmasq", META, redirect_ip="192.0.2.1"))
+    assert custom == b"address=/a.example.com/192.0.2.1\naddress=/a.example.com/::\n"
+    both = body_of(render(NAMES[:1], "dnsmasq", META, redirect_ip="192.0.2.1", redirect_ipv6="2001:db8::1"))
+    assert both == b"address=/a.example.com/192.0.2.1\naddress=/a.example.com/2001:db8::1\n"
+    assert list(names_in(both, "dnsmasq")) == ["a.example.com", "a.example.com"]
 
 
 def test_all_formats_are_covered() -> None:

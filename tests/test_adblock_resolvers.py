@@ -28,7 +28,7 @@ def need(program: str) -> str:
     return path
 
 
-def compile_to(tmp_path: Path, fmt: str, real_lists: bool = True) -> Path:
+def compile_to(tmp_path: Path, fmt: str, real_lists: bool = True, **extra: object) -> Path:
     source = tmp_path / "list.txt"
     source.write_text(f"0.0.0.0 {BLOCKED}\n0.0.0.0 {ALLOWED}\n")
     sources = [f"file://{source}"]
@@ -36,7 +36,7 @@ def compile_to(tmp_path: Path, fmt: str, real_lists: bool = True) -> Path:
         sources += [str(fixture(n)) for n in ("adaway.github.io-hosts.txt", "PiHoleBlocklist-SmartTV-AGH.txt",
                                               "adblock-nocoin-list-nocoin.txt", "hosts.extras-add.2o7Net-hosts")]
     out = tmp_path / f"blocklist.{fmt}.conf"
-    main(module_args(tmp_path, sources, format=fmt, output=str(out), allow=[ALLOWED]))
+    main(module_args(tmp_path, sources, format=fmt, output=str(out), allow=[ALLOWED], **extra))
     return out
 
 
@@ -75,7 +75,7 @@ def test_dnsmasq_accepts_the_config(tmp_path: Path) -> None:
     proc = subprocess.run([dnsmasq, "--test", f"--conf-file={conf}"], capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"syntax check OK" in proc.stdout + proc.stderr
-    assert f"address=/{BLOCKED}/0.0.0.0\n" in conf.read_text()
+    assert f"address=/{BLOCKED}/#\n" in conf.read_text()
 
 
 def test_dnsmasq_rejects_a_broken_config(tmp_path: Path) -> None:
@@ -98,9 +98,14 @@ def test_unbound_accepts_the_config(tmp_path: Path) -> None:
     assert subprocess.run([checkconf, str(broken)], capture_output=True, check=False).returncode != 0
 
 
-def test_live_dnsmasq_blocks_and_allows(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("redirect", "answer_a", "answer_aaaa"),
+    [({}, "0.0.0.0", "::"), ({"redirect_ip": "192.0.2.99"}, "192.0.2.99", "::")],
+    ids=["null-address", "redirect-ip"],
+)
+def test_live_dnsmasq_blocks_and_allows(tmp_path: Path, redirect: dict, answer_a: str, answer_aaaa: str) -> None:
     dnsmasq = need("dnsmasq")
-    conf = compile_to(tmp_path, "dnsmasq", real_lists=False)
+    conf = compile_to(tmp_path, "dnsmasq", real_lists=False, **redirect)
     port = free_udp_port()
     argv = [
         dnsmasq, "--keep-in-foreground", f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
@@ -108,8 +113,10 @@ def test_live_dnsmasq_blocks_and_allows(tmp_path: Path) -> None:
         f"--host-record={ALLOWED},{LOCAL_ANSWER}", "--log-facility=-",
     ]
     with daemon(argv, port):
-        assert dns_query(BLOCKED, port) == (0, ["0.0.0.0"])
-        assert dns_query(f"deeper.{BLOCKED}", port) == (0, ["0.0.0.0"])  # address=/x/ covers subdomains
+        assert dns_query(BLOCKED, port) == (0, [answer_a])
+        assert dns_query(f"deeper.{BLOCKED}", port) == (0, [answer_a])  # address=/x/ covers subdomains
+        # AAAA too: with no upstream (--no-resolv) a forwarded query would come back REFUSED (5).
+        assert dns_query(BLOCKED, port, qtype=28) == (0, [answer_aaaa])
         assert dns_query(ALLOWED, port) == (0, [LOCAL_ANSWER])
 
 
@@ -127,4 +134,5 @@ def test_live_unbound_blocks_and_allows(tmp_path: Path) -> None:
     )
     with daemon([unbound, "-d", "-c", str(main_conf)], port):
         assert dns_query(BLOCKED, port) == (3, [])  # NXDOMAIN
+        assert dns_query(BLOCKED, port, qtype=28) == (3, [])
         assert dns_query(ALLOWED, port) == (0, [LOCAL_ANSWER])
