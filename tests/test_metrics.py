@@ -164,5 +164,37 @@ def test_write_is_world_readable_and_atomic(tmp_path: Path) -> None:
 
 
 def test_write_into_a_missing_directory_raises_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(UpdatesError, match="cannot write the metrics file"):
-        write_metrics(tmp_path / "no" / "such" / "dir" / "updates.prom", "x 1\n")
+    target = tmp_path / "no" / "such" / "dir" / "updates.prom"
+    with pytest.raises(UpdatesError, match=r"cannot write the metrics file .*dir does not exist"):
+        write_metrics(target, "x 1\n")
+    assert not (tmp_path / "no").exists()
+
+
+def test_modules_left_out_of_a_run_keep_the_series_of_their_last_run(tmp_path: Path) -> None:
+    path = tmp_path / "updates.prom"
+    nightly = [ModuleResult("gogs", "failed", 3.5), ModuleResult("atuin", "ok", 1.25), ModuleResult("old", "ok", 1)]
+    write_metrics(path, render_metrics(nightly, STARTED, None, run_finished=FINISHED))
+    # The operator then runs only atuin by hand; gogs' failure must stay visible until gogs runs again.
+    later = STARTED + 3600
+    by_hand = render_metrics(
+        [ModuleResult("atuin", "changed", 2.0)],
+        later,
+        read_previous(path),
+        run_finished=later + 2,
+        known_modules={"gogs", "atuin"},  # "old" left the manifest
+    )
+    write_metrics(path, by_hand)
+    samples, meta = parse(path.read_text())
+    assert all(kinds == ["HELP", "TYPE"] for kinds in meta.values())  # still one header per metric
+    assert status_of(samples, "gogs") == "failed"
+    assert status_of(samples, "atuin") == "changed"
+    assert sum(1 for (name, labels) in samples if name == "updates_module_status" and dict(labels)["module"] == "gogs") == 4
+    assert samples[("updates_module_duration_seconds", (("module", "gogs"),))] == 3.5
+    assert samples[("updates_module_duration_seconds", (("module", "atuin"),))] == 2.0
+    assert not any(dict(labels).get("module") == "old" for _name, labels in samples)
+    assert samples[("updates_run_ok", ())] == 1  # this run failed nothing; gogs' old failure is not this run's
+    assert samples[("updates_module_last_success_timestamp_seconds", (("module", "atuin"),))] == later + 2
+    # The next full run replaces the carried series.
+    fixed = render_metrics([ModuleResult("gogs", "ok", 1.0)], later + 10, read_previous(path), run_finished=later + 11)
+    samples, _ = parse(fixed)
+    assert status_of(samples, "gogs") == "ok"

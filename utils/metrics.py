@@ -7,6 +7,9 @@ Contract:
     `ok`, `changed`, `failed`, `skipped`; the one it ended with is 1, the others 0. (The enum pattern:
     series never go stale between runs, and `updates_module_status{status="failed"} == 1` is the alert.)
   - `updates_module_duration_seconds{module}`: wall time of the module in this run.
+  - A module that this run did not consider (a `--only` run by hand) keeps the status and duration series of
+    the run that last did, read back from `previous_text`: the `status` command shows the same, and a
+    failure alert does not vanish because the operator ran another module by hand.
   - `updates_module_last_success_timestamp_seconds{module}`: epoch seconds of the end of the last run in
     which the module ended `ok` or `changed`. For modules that did not succeed this run (failed, skipped, or
     not part of it), the value is carried over from `previous_text`, the file the last run wrote, so
@@ -87,15 +90,14 @@ def parse_labels(text: str) -> dict[str, str] | None:
     return labels
 
 
-def previous_last_success(previous_text: str | None) -> dict[str, float]:
-    """Per module, the last success time recorded in an earlier metrics file; malformed lines are ignored."""
-    found: dict[str, float] = {}
+def _previous_samples(previous_text: str | None, metric: str) -> Iterable[tuple[dict[str, str], float]]:
+    """(labels, value) of each well-formed, finite sample of `metric` with a `module` label."""
     for raw in (previous_text or "").splitlines():
         line = raw.strip()
-        if not line.startswith(LAST_SUCCESS):
+        if not line.startswith(metric):
             continue
         match = _SAMPLE_RE.match(line)
-        if not match or match.group("name") != LAST_SUCCESS:
+        if not match or match.group("name") != metric:
             continue
         labels = parse_labels(match.group("labels") or "")
         try:
@@ -103,7 +105,24 @@ def previous_last_success(previous_text: str | None) -> dict[str, float]:
         except ValueError:
             continue
         if labels and "module" in labels and math.isfinite(value):
-            found[labels["module"]] = value
+            yield labels, value
+
+
+def previous_last_success(previous_text: str | None) -> dict[str, float]:
+    """Per module, the last success time recorded in an earlier metrics file; malformed lines are ignored."""
+    return {labels["module"]: value for labels, value in _previous_samples(previous_text, LAST_SUCCESS)}
+
+
+def previous_results(previous_text: str | None) -> dict[str, dict[str, Any]]:
+    """Per module, `{"name", "status", "duration_s"}` as an earlier metrics file recorded them."""
+    found: dict[str, dict[str, Any]] = {}
+    for labels, value in _previous_samples(previous_text, "updates_module_status"):
+        if value == 1 and labels.get("status"):
+            name = labels["module"]
+            found[name] = {"name": name, "status": labels["status"], "duration_s": None}
+    for labels, value in _previous_samples(previous_text, "updates_module_duration_seconds"):
+        if labels["module"] in found:
+            found[labels["module"]]["duration_s"] = value
     return found
 
 
@@ -136,6 +155,11 @@ def render_metrics(
             last_success[name] = finished
     if known_modules is not None:
         last_success = {k: v for k, v in last_success.items() if k in known_modules or k in modules}
+    run_ok = not interrupted and all(data.get("status") != "failed" for data in modules.values())
+    carried = previous_results(previous_text)
+    for name in sorted(carried):
+        if name not in modules and (known_modules is None or name in known_modules):
+            modules[name] = carried[name]
 
     out: list[str] = []
 
@@ -158,7 +182,6 @@ def render_metrics(
     header(LAST_SUCCESS)
     for name in sorted(last_success):
         out.append(f"{LAST_SUCCESS}{_labels(module=name)} {_number(last_success[name])}")
-    run_ok = not interrupted and all(data.get("status") != "failed" for data in modules.values())
     header("updates_run_timestamp_seconds")
     out.append(f"updates_run_timestamp_seconds {_number(run_started)}")
     header("updates_run_duration_seconds")
@@ -182,7 +205,9 @@ def write_metrics(path: Path, text: str) -> None:
     try:
         atomic_write_text(path, text, mode=FILE_MODE)
     except OSError as exc:
+        # The hint is often dropped by callers that log one line: name the usual cause in the message.
+        missing = "" if path.parent.is_dir() else f" (the directory {path.parent} does not exist)"
         raise UpdatesError(
-            f"cannot write the metrics file {path}: {exc.strerror or exc}",
+            f"cannot write the metrics file {path}: {exc.strerror or exc}{missing}",
             hint="create its directory (node_exporter's --collector.textfile.directory) or fix the path",
         ) from exc
