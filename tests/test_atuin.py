@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,16 @@ from release_support import (  # noqa: F401 - fixtures
     services_fixture,
     sha256,
     snapshot,
+    tar_gz,
     tool_script,
 )
 from updates.atuin.index import main
 from updates.utils.assets import NoAssetError
 from updates.utils.download import ChecksumMismatch, UnverifiedAsset
+from updates.utils.extract import ExtractError
 from updates.utils.install import InstallError
 from updates.utils.release_args import ArgsError
+from updates.utils.release_update import PartialUpdate
 from updates.utils.releases import ReleaseError
 
 REPO = "atuinsh/atuin"
@@ -252,3 +256,49 @@ def test_dry_run_touches_nothing(github: FakeGitHub, tmp_path: Path, services: S
     assert all(
         not s.path.endswith(".tar.gz") for s in github.dl_requests()
     )  # checksums looked up, no archive
+
+
+def test_archive_with_a_dotdot_member_is_refused(github: FakeGitHub, tmp_path: Path) -> None:
+    top = "atuin-x86_64-unknown-linux-gnu"
+    evil = tar_gz([(f"{top}/", None), (f"{top}/atuin", tool_script("atuin", "18.19.0")),
+                   (f"{top}/../../evil", b"#!/bin/sh\necho owned\n")])
+    github.add_release(REPO, "v18.19.0", {f"{top}.tar.gz": evil}, digests=True)
+    installed(tmp_path, "18.18.1")
+    before = snapshot(tmp_path / "bin", dir_mtimes=False)
+    with pytest.raises(ExtractError, match=r"'\.\.'"):
+        main(args(github, tmp_path))
+    assert snapshot(tmp_path / "bin", dir_mtimes=False) == before
+    assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def test_symlinked_binary_path_is_refused(github: FakeGitHub, tmp_path: Path) -> None:
+    publish(github, "18.19.0")
+    real = install_script(tmp_path / "opt" / "atuin", tool_script("atuin", "18.18.1"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "atuin").symlink_to(real)
+    with pytest.raises(ArgsError, match="symbolic link"):
+        main(args(github, tmp_path))
+    assert (tmp_path / "bin" / "atuin").readlink() == real
+    assert real.read_bytes() == tool_script("atuin", "18.18.1")
+
+
+def test_allow_unverified_is_warned_about_on_every_run(
+    github: FakeGitHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    publish(github, "18.19.0")
+    installed(tmp_path, "18.19.0")
+    with caplog.at_level(logging.WARNING):
+        assert main(args(github, tmp_path, allow_unverified=True))["changed"] is False  # nothing to install
+    assert any("allow_unverified" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_server_failure_after_the_client_upgrade_says_what_was_done(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig
+) -> None:
+    module_args_ = server_setup(github, tmp_path, services, health="bad")
+    installed(tmp_path, "18.18.1")
+    with pytest.raises(PartialUpdate, match=r"^atuin-server: .*rolled back.*already done: atuin 18\.18\.1 -> 18\.19\.0"):
+        main(module_args_)
+    assert (tmp_path / "bin" / "atuin").read_bytes() == tool_script("atuin", "18.19.0")  # stays upgraded
+    assert (tmp_path / "bin" / "atuin-server").read_bytes() == tool_script("atuin-server", "18.18.1")
+    assert services.running_version("atuin-server") == "18.18.1"

@@ -21,7 +21,7 @@ from updates.utils.download import (
     parse_checksums,
 )
 from updates.utils.http import make_session
-from updates.utils.releases import Asset, GitHubReleases, Release, ReleaseQuery
+from updates.utils.releases import Asset, GitHubReleases, RateLimitError, Release, ReleaseQuery
 
 REPO = "filebrowser/filebrowser"
 NAME = "linux-amd64-filebrowser.tar.gz"
@@ -169,3 +169,20 @@ def test_connection_cut_mid_body_is_a_truncated_download(cut_server: str, tmp_pa
     with pytest.raises(DownloadError, match=r"broke off|truncated"):
         download_asset(make_session(retries=0), asset, tmp_path, Expected(sha256(DATA), "test"))
     assert leftovers(tmp_path) == []
+
+
+def test_rate_limited_asset_download_names_the_reset_time(github: FakeGitHub, tmp_path: Path) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA})
+    release, session = latest(github)
+    github.rate_limited_until = 1_900_000_000  # the asset URL is on the API host: it counts too
+    asset = release.find(NAME)
+    with pytest.raises(RateLimitError, match="2030-03-17T17:46:40Z"):
+        download_asset(session, asset, tmp_path, Expected(asset.sha256, "digest"))
+    assert leftovers(tmp_path) == [] and github.dl_requests() == []
+
+
+def test_an_asset_mismatch_is_not_a_module_checksum_error() -> None:
+    """The orchestrator reports a ChecksumError as a module that was "not run"; this module did run."""
+    from updates.utils.errors import ChecksumError
+
+    assert not issubclass(ChecksumMismatch, ChecksumError)

@@ -147,3 +147,20 @@ def test_tree_refuses_a_non_empty_destination(tmp_path: Path) -> None:
     with pytest.raises(ExtractError, match="not empty"):
         extract_tree(write(tmp_path, gogs_archive("0.14.3")), "gogs", dest)
     assert (dest / "keep").read_text() == "mine"
+
+
+def test_gogs_tree_without_directory_entries(tmp_path: Path) -> None:
+    """Some tar builders store no directory entries; the top directory is then implied by the paths."""
+    entries = [("gogs/gogs", tool_script("gogs", "0.14.3")), ("gogs/scripts/systemd/gogs.service", b"[Unit]\n")]
+    dest = tmp_path / "new"
+    extract_tree(write(tmp_path, tar_gz(entries)), "gogs", dest)
+    assert (dest / "gogs").read_bytes() == tool_script("gogs", "0.14.3")
+    assert (dest / "scripts" / "systemd" / "gogs.service").read_bytes() == b"[Unit]\n"
+    assert stat.S_IMODE((dest / "scripts").stat().st_mode) == 0o755
+
+
+def test_tree_whose_top_is_a_file_is_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "new"
+    with pytest.raises(ExtractError, match="top directory"):
+        extract_tree(write(tmp_path, tar_gz([("gogs", b"#!/bin/sh\n")])), "gogs", dest)
+    assert not dest.exists()

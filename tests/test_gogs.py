@@ -22,6 +22,7 @@ from release_support import (  # noqa: F401 - fixtures
 from updates.gogs.index import UpgradePathError, check_upgrade_path, main
 from updates.utils.extract import ExtractError
 from updates.utils.install import InstallError
+from updates.utils.release_args import ArgsError
 from updates.utils.releases import Version
 
 REPO = "gogs/gogs"
@@ -123,6 +124,7 @@ def test_upgrade_path_rule() -> None:
     check_upgrade_path(Version(0, 13, 4), Version(0, 14, 3))
     check_upgrade_path(Version(0, 14, 2), Version(0, 14, 3))
     check_upgrade_path(Version(0, 11, 91), Version(0, 12, 11))
+    check_upgrade_path(Version(0, 9, 141), Version(0, 12, 11))  # below 0.12: straight to 0.12 is the path
     for old, new in (((0, 12, 11), (0, 14, 3)), ((0, 11, 91), (0, 13, 4)), ((0, 14, 3), (2, 0, 0))):
         with pytest.raises(UpgradePathError):
             check_upgrade_path(Version(*old), Version(*new))
@@ -195,3 +197,30 @@ def test_up_to_date_and_dry_run_touch_nothing(
     assert main(setup["args"]) == {"changed": False, "summary": "up to date (0.14.3)"}
     assert main(setup["args"]) == {"changed": False, "summary": "up to date (0.14.3)"}
     assert [s.status for s in github.api_requests()] == [200, 200, 304]
+
+
+def test_entries_the_release_does_not_ship_stay_in_the_backup(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    """Only custom/, data/ and log/ carry over (as gogs documents); anything else stays in the backup."""
+    install_dir = setup["dir"]
+    (install_dir / "repositories" / "x.git").mkdir(parents=True)
+    (install_dir / "repositories" / "x.git" / "HEAD").write_text("ref: refs/heads/main\n")
+    publish(github, "0.14.3")
+    assert main(setup["args"])["changed"] is True
+    assert not (install_dir / "repositories").exists()
+    backup = next(p for p in install_dir.parent.iterdir() if p.name.startswith("gogs-0.13.4-"))
+    assert (backup / "repositories" / "x.git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert services.running_version("gogs") == "0.14.3"
+
+
+def test_symlinked_install_dir_is_refused(github: FakeGitHub, tmp_path: Path, setup: dict[str, Any]) -> None:
+    real = setup["dir"].parent / "gogs-0.13.4-real"
+    setup["dir"].rename(real)
+    setup["dir"].symlink_to(real.name)
+    publish(github, "0.14.3")
+    before = snapshot(tmp_path / "home", dir_mtimes=False)
+    with pytest.raises(ArgsError, match="symbolic link"):
+        main(setup["args"])
+    assert snapshot(tmp_path / "home", dir_mtimes=False) == before
+    assert github.dl_requests() == []

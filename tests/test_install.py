@@ -209,3 +209,12 @@ def test_module_timeout_during_health_wait_is_undone_then_propagates(
         install_binary(replace(plan, service=slow), new_binary(rig["target"], health="bad"), NEW, OLD)
     assert rig["target"].read_bytes() == rig["old"]
     assert services.running_version("filebrowser") == "2.63.22"
+
+
+def test_health_of_a_service_that_is_not_listening_says_so_briefly() -> None:
+    from release_support import free_port
+
+    check = HealthCheck(f"http://127.0.0.1:{free_port()}/health", json_status("OK"), timeout_s=0.2, interval_s=0.05)
+    with pytest.raises(HealthError) as info:
+        poll_health(check)
+    assert str(info.value).endswith("not healthy after 0.2 s: connection refused")
