@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from updates.utils.permissions import (
     check_install,
     check_tree,
     enforced,
+    running_venv,
 )
 
 ME = os.geteuid()
@@ -161,11 +164,11 @@ def test_a_sticky_ancestor_of_another_user_is_reported(tmp_path: Path) -> None:
 def test_check_install_bundles_the_core_checks(tmp_path: Path) -> None:
     root = make_install(tmp_path)
     manifest = root / "manifest.json"
-    assert check_install(root, manifest, euid=ME) == []
+    assert check_install(root, manifest, euid=ME, venv=None) == []
     (root / "index.py").chmod(0o646)
     (root / "utils" / "__init__.py").chmod(0o664)
     (root / "config" / "utils.sh").chmod(0o666)
-    assert check_install(root, manifest, euid=ME) == [
+    assert check_install(root, manifest, euid=ME, venv=None) == [
         f"{root / 'index.py'}: writable by others (mode 0646)",
         f"{root / 'utils' / '__init__.py'}: writable by group (mode 0664)",
         f"{root / 'config' / 'utils.sh'}: writable by group and others (mode 0666)",
@@ -176,6 +179,68 @@ def test_check_install_bundles_the_core_checks(tmp_path: Path) -> None:
 def test_check_install_reports_a_manifest_owned_by_another_user(tmp_path: Path) -> None:
     root = make_install(tmp_path)
     os.chown(root / "manifest.json", OTHER, OTHER)
-    assert check_install(root, root / "manifest.json", euid=0) == [
+    assert check_install(root, root / "manifest.json", euid=0, venv=None) == [
         f"{root / 'manifest.json'}: owned by uid {OTHER}, not root"
     ]
+
+
+def make_venv(root: Path) -> Path:
+    """A venv-shaped tree: links to the interpreter and lib64 -> lib, third-party code in site-packages."""
+    venv = root / "venv"
+    site = venv / "lib" / "python3" / "site-packages" / "requests"
+    site.mkdir(parents=True)
+    (venv / "bin").mkdir()
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "lib64").symlink_to("lib")
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (site / "__init__.py").write_text("# requests\n")
+    for path in [venv, *venv.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    return venv
+
+
+def test_check_install_covers_the_venv_root_runs_from(tmp_path: Path) -> None:
+    root = make_install(tmp_path)
+    venv = make_venv(root)
+    manifest = root / "manifest.json"
+    assert check_install(root, manifest, euid=ME, venv=venv) == []  # its links are its normal make-up
+    planted = venv / "lib" / "python3" / "site-packages" / "requests" / "__init__.py"
+    planted.chmod(0o666)
+    (venv / "bin").chmod(0o775)
+    assert check_install(root, manifest, euid=ME, venv=venv) == [
+        f"{venv / 'bin'}: writable by group (mode 0775)",
+        f"{planted}: writable by group and others (mode 0666)",
+    ]
+    assert check_install(root, manifest, euid=ME, venv=None) == []
+
+
+def test_the_default_venv_is_the_running_interpreters(tmp_path: Path) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "env")],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a venv here: {made.stderr.decode().strip()[-200:]}")
+    root = make_install(tmp_path)
+    (tmp_path / "env").chmod(0o775)  # group-writable: someone else could plant code root would import
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('perm', {str(Path(__file__).parents[1] / 'utils' / 'permissions.py')!r})\n"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        "print(mod.running_venv())\n"
+        f"print('\\n'.join(mod.check_install(sys.argv[1], sys.argv[2], euid={ME})))\n"
+    )
+    done = subprocess.run(
+        [str(tmp_path / "env" / "bin" / "python"), "-c", code, str(root), str(root / "manifest.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == str(tmp_path / "env")
+    assert f"{tmp_path / 'env'}: writable by group (mode 0775)" in lines[1:]
+    assert running_venv() == (Path(sys.prefix) if sys.prefix != sys.base_prefix else None)

@@ -12,7 +12,10 @@ good); they never raise for a problem they can describe, and they never follow a
   and not writable by others, unless it has the sticky bit and belongs to root (as `/tmp` does), since then
   nobody else can rename our directory away.
 - `check_install(root, manifest)` bundles the checks that decide whether a run may start at all: the
-  manifest, `index.py`, `__init__.py`, the root directory and its ancestors, and the `utils/` tree.
+  manifest, `index.py`, `__init__.py`, the root directory and its ancestors, the `utils/` tree, and the
+  virtual environment the orchestrator runs from (its third-party code, `requests` included, runs as root
+  too; links inside it, like `bin/python`, are its normal make-up and are allowed, their directories are
+  checked).
 `euid` defaults to `os.geteuid()`; `enforced(euid)` says whether the checks apply (only root).
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+import sys
 from pathlib import Path
 
 FIX_HINT = "fix with `chown -R root: PATH && chmod -R go-w PATH`, after checking that nobody changed it"
@@ -69,8 +73,16 @@ def _lstat(path: Path) -> tuple[os.stat_result | None, str | None]:
         return None, f"{path}: cannot check: {exc.strerror or exc}"
 
 
-def check_tree(path: Path, *, euid: int | None = None) -> list[str]:
-    """Problems in directory `path` and everything below it (links reported, never followed)."""
+def running_venv() -> Path | None:
+    """The virtual environment this interpreter runs from, or None outside one."""
+    return Path(sys.prefix) if sys.prefix != sys.base_prefix else None
+
+
+def check_tree(path: Path, *, euid: int | None = None, allow_links: bool = False) -> list[str]:
+    """Problems in directory `path` and everything below it (links reported, never followed).
+
+    `allow_links` accepts links below `path` (checking only their owner), for trees such as a venv.
+    """
     uid = _euid(euid)
     top = Path(path)
     st, error = _lstat(top)
@@ -94,7 +106,7 @@ def check_tree(path: Path, *, euid: int | None = None) -> list[str]:
                 problems.append(error or f"{child}: cannot check")
                 continue
             problems += _stat_problems(child, child_st, uid)
-            if stat.S_ISLNK(child_st.st_mode):
+            if stat.S_ISLNK(child_st.st_mode) and not allow_links:
                 problems.append(f"{child}: is a symbolic link; not followed")
         dirnames.sort()
     return problems
@@ -146,8 +158,16 @@ def check_ancestors(path: Path, *, euid: int | None = None) -> list[str]:
     return problems
 
 
-def check_install(root: Path, manifest: Path, *, euid: int | None = None) -> list[str]:
-    """Everything that must be safe before a run as root may start (see the module docstring)."""
+_RUNNING = object()
+
+
+def check_install(
+    root: Path, manifest: Path, *, euid: int | None = None, venv: Path | object | None = _RUNNING
+) -> list[str]:
+    """Everything that must be safe before a run as root may start (see the module docstring).
+
+    `venv` defaults to the environment of the running interpreter (`running_venv()`); None skips it.
+    """
     root = Path(root)
     problems: list[str] = []
 
@@ -162,4 +182,8 @@ def check_install(root: Path, manifest: Path, *, euid: int | None = None) -> lis
     utils_sh = root / "config" / "utils.sh"
     if utils_sh.exists():
         add(check_file(utils_sh, euid=euid))
+    env = running_venv() if venv is _RUNNING else venv
+    if isinstance(env, Path):
+        add(check_ancestors(env, euid=euid))
+        add(check_tree(env, euid=euid, allow_links=True))
     return problems
