@@ -17,7 +17,7 @@ from typing import Any
 
 from ..utils.assets import Platform
 from ..utils.install import BinaryInstall, ServicePlan, VersionProbe
-from ..utils.release_args import path_arg, read_args
+from ..utils.release_args import path_arg, read_args, url_arg
 from ..utils.release_update import BinaryComponent, open_context, update_binaries
 from ..utils.releases import Version
 from ..utils.service import json_status
@@ -76,7 +76,7 @@ def main(args: dict[str, Any]) -> dict[str, object]:
         service = ServicePlan(
             own["server_service"],
             ctx.services(),
-            ctx.health(own["server_health_url"], json_status("healthy")),
+            ctx.health(url_arg(own, "server_health_url"), json_status("healthy")),
         )
         components.append(
             BinaryComponent(

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..utils.assets import Platform
 from ..utils.install import BinaryInstall, ServicePlan, VersionProbe
-from ..utils.release_args import ArgsError, path_arg, read_args
+from ..utils.release_args import ArgsError, path_arg, read_args, url_arg
 from ..utils.release_update import BinaryComponent, open_context, update_binaries
 from ..utils.releases import Version
 from ..utils.service import json_status
@@ -60,7 +60,7 @@ def main(args: dict[str, Any]) -> dict[str, object]:
     service = None
     if own["service"]:
         service = ServicePlan(
-            own["service"], ctx.services(), ctx.health(own["health_url"], json_status("OK"))
+            own["service"], ctx.services(), ctx.health(url_arg(own, "health_url"), json_status("OK"))
         )
     plan = BinaryInstall(binary, PROBE, ctx.backup_dir(), common.keep_backups, service, extra)
     component = BinaryComponent(

@@ -25,7 +25,7 @@ from ..utils.download import downloaded
 from ..utils.extract import extract_tree
 from ..utils.install import ServicePlan, VersionProbe, installed_version
 from ..utils.install_dir import DirectoryInstall, install_directory
-from ..utils.release_args import ArgsError, path_arg, read_args
+from ..utils.release_args import ArgsError, path_arg, read_args, url_arg
 from ..utils.release_update import (
     Context,
     decide,
@@ -96,6 +96,7 @@ def checksum_files(asset: str, version: Version) -> list[str]:
 def main(args: dict[str, Any]) -> dict[str, object]:
     common, own = read_args(args, OWN_ARGS)
     install_dir = path_arg(own, "install_dir")
+    url_arg(own, "health_url")  # checked before any request, used only when installing
     ctx = open_context(common)
     with contextlib.closing(ctx.session):
         return update(ctx, own, install_dir)

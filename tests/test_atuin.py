@@ -197,6 +197,8 @@ def test_unknown_or_bad_args_are_refused_before_any_request(github: FakeGitHub, 
         main(args(github, tmp_path, api_url="http://example.com"))
     with pytest.raises(ArgsError, match="binary_path"):
         main(args(github, tmp_path, binary_path="bin/atuin"))
+    with pytest.raises(ArgsError, match="server_health_url"):
+        main(args(github, tmp_path, server=True, server_health_url="127.0.0.1:8888/healthz"))
     assert github.api_requests() == []
 
 

@@ -224,3 +224,26 @@ def test_symlinked_install_dir_is_refused(github: FakeGitHub, tmp_path: Path, se
         main(setup["args"])
     assert snapshot(tmp_path / "home", dir_mtimes=False) == before
     assert github.dl_requests() == []
+
+
+def test_not_enough_space_for_the_copies_is_refused_before_the_service_stops(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    import shutil
+
+    before = snapshot(tmp_path / "home", dir_mtimes=False)
+    huge = setup["dir"] / "data" / "lfs.img"
+    size = shutil.disk_usage(tmp_path).free * 2 + 2**30  # sparse: takes no space until copied
+    try:
+        with huge.open("wb") as fh:
+            fh.truncate(size)
+    except OSError as exc:
+        pytest.skip(f"this file system cannot hold a sparse file of {size} bytes: {exc}")
+    publish(github, "0.14.3")
+    pid = services.pid("gogs")
+    with pytest.raises(InstallError, match=r"not enough free space.*nothing changed"):
+        main(setup["args"])
+    assert huge.stat().st_size == size
+    huge.unlink()  # (too big for the snapshot's byte comparison)
+    assert snapshot(tmp_path / "home", dir_mtimes=False) == before
+    assert services.pid("gogs") == pid and services.calls() == []

@@ -73,7 +73,10 @@ def parse_checksums(text: str) -> dict[str, str]:
 def _get_asset(session: requests.Session, asset: Asset) -> requests.Response:
     url = asset.api_url or asset.download_url
     try:
-        response = session.get(url, headers={"Accept": "application/octet-stream"}, stream=True)
+        # identity: the bytes on disk must be the published file; requests would silently gunzip a
+        # `Content-Encoding: gzip` answer, and the size and SHA-256 checks would then fail.
+        headers = {"Accept": "application/octet-stream", "Accept-Encoding": "identity"}
+        response = session.get(url, headers=headers, stream=True)
     except requests.RequestException as exc:
         raise DownloadError(f"cannot download {asset.name}: {exc}") from exc
     if response.status_code != 200:

@@ -12,7 +12,8 @@ Contract of `install_directory(plan, new_dir, version, old_version)`:
 4. The service is started and its health polled. On failure the new directory is moved aside as
    `<name>-failed-<new>-<stamp>` (kept for diagnosis), the backup is renamed back, the service restarted,
    and `InstallError` says so.
-The backup directory must be on the install directory's file system (checked before anything changes).
+The backup directory must be on the install directory's file system, and that file system must have room
+for the copies of `keep` (both checked before anything changes).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,28 @@ def carry_over(old_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> list[str]
     return copied
 
 
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under `path` (links not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            st = (Path(root) / name).lstat()
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
+def check_space(install_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> None:
+    """Refuse, before the service is stopped, when the copies of `keep` would not fit on the disk."""
+    needed = sum(tree_bytes(install_dir / name) for name in keep if (install_dir / name).is_dir())
+    needed += needed // 20 + 16 * 1024 * 1024  # headroom: the service writes its log while we work
+    free = shutil.disk_usage(new_dir).free
+    if free < needed:
+        raise InstallError(
+            f"not enough free space beside {install_dir} to copy {'/'.join(keep)} "
+            f"({needed // 2**20} MiB needed, {free // 2**20} MiB free); nothing changed"
+        )
+
+
 def left_behind(old_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> list[str]:
     """Top-level entries of the installed directory that the switch leaves behind (in the backup only)."""
     return sorted(p.name for p in old_dir.iterdir() if p.name not in keep and not (new_dir / p.name).exists())
@@ -120,6 +144,7 @@ def install_directory(
         raise InstallError(
             f"backup_dir {plan.backup_dir} is not on the file system of {install_dir}; nothing changed"
         )
+    check_space(install_dir, new_dir, plan.keep)
     stamp = utc_stamp()
     backup = unique_path(plan.backup_dir / f"{install_dir.name}-{old_version or 'unknown'}-{stamp}")
     service = plan.service

@@ -131,3 +131,12 @@ def path_arg(values: Mapping[str, Any], key: str) -> Path:
     if not path.is_absolute():
         raise ArgsError(f"arg {key!r}: must be an absolute path, got {values[key]!r}")
     return path
+
+
+def url_arg(values: Mapping[str, Any], key: str) -> str:
+    """A module URL arg (a health endpoint): http:// or https:// with a host, else `ArgsError`."""
+    url = str(values[key])
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ArgsError(f"arg {key!r}: must be an http:// or https:// URL, got {url!r}")
+    return url
