@@ -52,7 +52,8 @@ def main(args: dict[str, Any]) -> dict[str, object]:
     extra: tuple = ()
     warning = "no database_path set: the filebrowser database is not backed up before this upgrade"
     if own["database_path"]:
-        database = path_arg(own, "database_path")
+        # The file itself: restoring a copy over a symbolic link would replace the link.
+        database = path_arg(own, "database_path").resolve()
         if binary.exists() and not database.is_file():
             raise ArgsError(f"database_path {database} does not exist; refusing to upgrade without a backup")
         extra, warning = (database,), None

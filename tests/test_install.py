@@ -218,3 +218,22 @@ def test_health_of_a_service_that_is_not_listening_says_so_briefly() -> None:
     with pytest.raises(HealthError) as info:
         poll_health(check)
     assert str(info.value).endswith("not healthy after 0.2 s: connection refused")
+
+
+def test_owners_are_kept_and_given_back_on_undo(rig: dict, services: ServiceRig, tmp_path: Path) -> None:
+    """A service running as its own user must still own its database after a rollback written by root."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("giving files to another user needs root")
+    target, database = rig["target"], rig["database"]
+    os.chown(target, 4242, 4243)
+    os.chown(database, 4244, 4245)
+    new = new_binary(target, health="bad")
+    with pytest.raises(InstallError, match=r"rolled back.*restored"):
+        install_binary(rig["plan"], new, NEW, OLD)
+    assert (target.stat().st_uid, target.stat().st_gid) == (4242, 4243)
+    assert (database.stat().st_uid, database.stat().st_gid) == (4244, 4245)
+    install_binary(rig["plan"], new_binary(target), NEW, OLD)
+    assert (target.stat().st_uid, target.stat().st_gid) == (4242, 4243)  # the new binary: the old owner
+    assert services.running_version("filebrowser") == "2.63.23"

@@ -3,13 +3,15 @@
 Contract of `install_binary(plan, new_file, version, old_version)`:
 1. `new_file` (a temporary file in the target's directory) must report `version` through the tool's
    version command before anything installed is touched; otherwise `InstallError`, nothing changed.
-2. The current binary is copied to the backup directory (the last `keep_backups` copies are kept).
+2. The current binary is copied to the backup directory (the last `keep_backups` copies are kept). The new
+   binary gets the current one's mode and (when we run as root) owner.
 3. A running service is stopped, the files in `extra_backups` (a database, say) are copied to the backup
    directory while it is stopped, the binary is replaced with `os.replace` (atomic; a process still running
    the old file keeps its inode), the service is started and its health endpoint polled.
    A service that was not running is left stopped (the administrator stopped it) and not polled.
-4. On any failure after step 2 the previous binary and the extra files are put back, the service is started
-   again, and `InstallError` says what failed and that it was rolled back (or that the rollback failed too).
+4. On any failure after step 2 the previous binary and the extra files are put back (with their owners),
+   the service is started again, and `InstallError` says what failed and that it was rolled back (or that
+   the rollback failed too).
    An interruption (module timeout, Ctrl-C) is undone the same way and then propagates unchanged.
 `probe_version` runs `<binary> <args>` through `utils.proc.run` and parses the tool's real output format.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -64,6 +67,32 @@ class BinaryInstall:
     keep_backups: int = 3
     service: ServicePlan | None = None
     extra_backups: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A file copied aside before the switch, and the owner it must get back when restored."""
+
+    original: Path
+    copy: Path
+    owner: tuple[int, int] | None
+
+    def restore(self) -> None:
+        copy_file_atomic(self.copy, self.original)
+        if self.owner is not None:
+            give_to(self.original, self.owner)
+
+
+def give_to(path: Path, owner: tuple[int, int] | None) -> None:
+    """Give `path` this (uid, gid) when we may: a service running as its own user must keep access to
+    its database after we wrote it as root."""
+    st = path.lstat()
+    if owner is None or (st.st_uid, st.st_gid) == owner:
+        return
+    try:
+        os.chown(path, *owner, follow_symlinks=False)
+    except PermissionError:
+        log.warning("cannot give %s back to uid %d gid %d (not running as root)", path, *owner)
 
 
 def probe_version(binary: Path, probe: VersionProbe, *, cwd: Path | None = None) -> Version:
@@ -149,21 +178,26 @@ def install_binary(
     stamp = utc_stamp()
     plan.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     backup: Path | None = None
+    owner: tuple[int, int] | None = None
     if target.exists():
-        new_file.chmod(target.stat().st_mode & 0o7777)
+        st = target.stat()
+        owner = (st.st_uid, st.st_gid)
+        give_to(new_file, owner)  # before chmod: chown clears setuid/setgid bits
+        new_file.chmod(st.st_mode & 0o7777)
         backup = unique_path(plan.backup_dir / f"{target.name}-{old_version or 'unknown'}-{stamp}")
         copy_file_atomic(target, backup)
     service = plan.service
     was_active = service is not None and service.manager.is_active(service.unit)
-    extra_saved: list[tuple[Path, Path]] = []
+    extra_saved: list[Saved] = []
     try:
         if service is not None and was_active:
             service.manager.stop(service.unit)
         for extra in plan.extra_backups:
             if extra.exists():
                 saved = unique_path(plan.backup_dir / f"{extra.name}-{old_version or 'unknown'}-{stamp}")
+                st = extra.stat()
                 copy_file_atomic(extra, saved)
-                extra_saved.append((extra, saved))
+                extra_saved.append(Saved(extra, saved, (st.st_uid, st.st_gid)))
                 log.info("backed up %s to %s", extra, saved)
         new_file.replace(target)
         fsync_dir(target.parent)
@@ -174,7 +208,7 @@ def install_binary(
     except BaseException as exc:
         # Undo on anything, a module timeout or Ctrl-C included: a stopped service or a half-done switch is
         # worse than the old version running. Errors we can explain become one InstallError line.
-        note = _undo_binary(plan, backup, extra_saved, was_active)
+        note = _undo_binary(plan, Saved(target, backup, owner) if backup else None, extra_saved, was_active)
         if not isinstance(exc, (UpdatesError, OSError)):
             log.error("interrupted while installing %s %s%s", target.name, version, note)
             raise
@@ -186,7 +220,7 @@ def install_binary(
 
 
 def _undo_binary(
-    plan: BinaryInstall, backup: Path | None, extra_saved: Sequence[tuple[Path, Path]], was_active: bool
+    plan: BinaryInstall, backup: Saved | None, extra_saved: Sequence[Saved], was_active: bool
 ) -> str:
     service = plan.service
     try:
@@ -194,13 +228,16 @@ def _undo_binary(
             with contextlib.suppress(UpdatesError):
                 service.manager.stop(service.unit)
         if backup is not None:
-            copy_file_atomic(backup, plan.target)
+            backup.restore()
         else:
             with contextlib.suppress(FileNotFoundError):
                 plan.target.unlink()
-        for original, saved in extra_saved:
-            copy_file_atomic(saved, original)
+        for saved in extra_saved:
+            saved.restore()
     except OSError as exc:
-        return f"; ROLLBACK FAILED ({exc}); the previous binary is at {backup}"
-    what = f"rolled back to the previous binary ({backup.name})" if backup else "removed the new binary"
+        where = backup.copy if backup else "nowhere (fresh install)"
+        return f"; ROLLBACK FAILED ({exc}); the previous binary is at {where}"
+    what = f"rolled back to the previous binary ({backup.copy.name})" if backup else "removed the new binary"
+    if extra_saved:
+        what += " and restored " + ", ".join(str(s.original) for s in extra_saved)
     return f"; {what}" + restart_after_undo(service, was_active)
