@@ -187,6 +187,17 @@ def test_latest_sends_api_headers_and_caches_the_etag(github: FakeGitHub, tmp_pa
     assert second.not_modified and second.release == first.release
 
 
+def test_cache_of_another_api_base_is_not_used(github: FakeGitHub, tmp_path: Path) -> None:
+    github.add_release(REPO, "v18.19.0", {})
+    client(github, tmp_path).lookup(ReleaseQuery(REPO))
+    cache = next(tmp_path.iterdir())
+    entry = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**entry, "url": "https://ghe.example.com/api/v3/repos/atuinsh/atuin/releases/latest"}))
+    result = client(github, tmp_path).lookup(ReleaseQuery(REPO))
+    assert not result.not_modified and "If-None-Match" not in github.api_requests()[-1].headers
+    assert json.loads(cache.read_text())["url"] == entry["url"]  # rewritten for this base
+
+
 def test_new_release_replaces_the_cached_one(github: FakeGitHub, tmp_path: Path) -> None:
     github.add_release(REPO, "v18.18.1", {})
     client(github, tmp_path).lookup(ReleaseQuery(REPO))

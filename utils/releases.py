@@ -252,21 +252,22 @@ class GitHubReleases:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.strip("/"))
         return self.cache_dir / f"{slug}.json"
 
-    def _read_cache(self, cache: Path | None) -> dict[str, Any] | None:
+    def _read_cache(self, cache: Path | None, url: str) -> dict[str, Any] | None:
         if cache is None:
             return None
         try:
             entry = json.loads(cache.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        # An entry for another API base (api_url changed) is someone else's answer: ask plainly.
         if isinstance(entry, dict) and isinstance(entry.get("etag"), str) and "body" in entry:
-            return entry
+            return entry if entry.get("url") == url else None
         return None
 
     def _get_json(self, path: str, not_found: str, *, use_cache: bool = True) -> tuple[Any, bool]:
         url = self.api_base + path
         cache = self._cache_file(path)
-        entry = self._read_cache(cache) if use_cache else None
+        entry = self._read_cache(cache, url) if use_cache else None
         headers = dict(API_HEADERS)
         if entry:
             headers["If-None-Match"] = entry["etag"]
