@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from git_support import MODULE, Repo, noon, repo_fixture, rollback_template_fixture  # noqa: F401 - fixtures
+from updates.utils.checksum import compute_folder_sha256
 from updates.utils.errors import RollbackError
 from updates.utils.gitutil import Git
 from updates.utils.rollback import list_available_versions, tag_module
@@ -150,3 +151,25 @@ def test_tag_works_on_a_server_where_git_has_no_identity(repo: Repo, tmp_path: P
     git = Git(repo.root, env={"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "XDG_CONFIG_HOME": str(home)})
     tag = tag_module(MODULE, paths=repo.paths, git=git, now=noon((2026, 5, 2)))
     assert repo.git("tag", "-l", "--format=%(taggername)", tag) == "updates"
+
+
+def test_retagging_a_version_with_other_contents_warns(repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
+    # The operator changed the module, sealed and committed it, but forgot to bump the version.
+    (repo.module_dir / "lib.py").write_text("VALUE = 99\n")
+    digest = compute_folder_sha256(repo.module_dir)
+    (repo.module_dir / "checksum").write_text(digest + "\n")
+    repo.set_entry(checksum=digest)
+    repo.git("commit", "-q", "-am", "demo: change without a version bump")
+    with caplog.at_level("WARNING", logger="updates.utils.versions"):
+        tag = tag_module(MODULE, paths=repo.paths, now=noon((2026, 5, 1)))
+    assert tag == "demo-v2.0.0-rc.1-20260501"
+    warned = [r.getMessage() for r in caplog.records if r.name == "updates.utils.versions"]
+    assert len(warned) == 1 and "already tagged (demo-v2.0.0-rc.1-20260310)" in warned[0]
+    # Retagging after a commit that leaves the module alone is routine and says nothing.
+    caplog.clear()
+    (repo.root / "NOTES").write_text("unrelated\n")
+    repo.git("add", "NOTES")
+    repo.git("commit", "-q", "-m", "unrelated change")
+    with caplog.at_level("WARNING", logger="updates.utils.versions"):
+        assert tag_module(MODULE, paths=repo.paths, now=noon((2026, 5, 2))) == "demo-v2.0.0-rc.1-20260502"
+    assert not [r for r in caplog.records if r.name == "updates.utils.versions"]

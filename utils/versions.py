@@ -142,7 +142,7 @@ def create_tag(name: str, version: str | None, *, paths: Paths, git: Git, now: d
     problem = check_version(version)
     if problem:
         raise RollbackError(f"{name}: version {version!r} cannot be tagged: {problem}")
-    git.prefix()
+    prefix = git.prefix()
     head = git.head()
     dirty = _uncommitted(git, name)
     if dirty:
@@ -159,6 +159,8 @@ def create_tag(name: str, version: str | None, *, paths: Paths, git: Git, now: d
         )
     moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     existing = module_tags(name, git)
+    same = [t for t in existing if t.version == version]
+    _warn_reused_version(name, version, same, git=git, head=head, prefix=prefix)
     for old in existing:
         if old.version == version and old.stamp.date() == moment.date() and old.commit == head:
             log.info("%s: %s already tags HEAD", name, old.tag)
@@ -173,6 +175,27 @@ def create_tag(name: str, version: str | None, *, paths: Paths, git: Git, now: d
     git.run("tag", "-a", "-m", message, tag, head, env=_committer_env(git))
     log.info("%s: tagged %s as %s", name, head[:12], tag)
     return tag
+
+
+def _warn_reused_version(
+    name: str, version: str, same: list[ModuleTag], *, git: Git, head: str, prefix: str
+) -> None:
+    """Retagging a version with other module contents (a rebuild, or a forgotten version bump) is allowed,
+    but from then on `rollback --to VERSION` restores the new code, not what that version was before."""
+    if not same:
+        return
+    newest = same[0]
+
+    def tree(commit: str) -> str | None:
+        found = git.run("rev-parse", "--verify", "--quiet", f"{commit}:{prefix}{name}", check=False)
+        return found.stdout.decode("ascii", "replace").strip() if found.returncode == 0 else None
+
+    if tree(newest.commit) != tree(head):
+        log.warning(
+            "%s: version %s is already tagged (%s) with other contents of %s/; from now on a rollback to %s "
+            'restores this commit\'s code. Forgot to bump "version" in the manifest? Then delete the new tag '
+            "(git tag -d), bump, commit and tag again", name, version, newest.tag, name, version,
+        )  # fmt: skip
 
 
 def push_tag(tag: str, *, git: Git, remote: str = "origin") -> None:
@@ -320,14 +343,8 @@ def _swap_in(
     except BaseException as exc:
         _undo(name, live_dir, new_dir, backup, swapped=swapped, copied=copied, cause=exc)
         raise
-    log.info(
-        "%s: rolled back %s -> %s (%s); previous directory in %s",
-        name,
-        entry.version,
-        chosen.version,
-        chosen.tag,
-        backup,
-    )
+    log.info("%s: rolled back %s -> %s (%s); previous directory in %s",
+             name, entry.version, chosen.version, chosen.tag, backup)  # fmt: skip
     return RollbackResult(name, chosen.version, entry.version, chosen.tag, digest, backup=backup)
 
 
@@ -380,10 +397,6 @@ def set_last_safe(
         log.debug("cannot list tags of %s: %s", name, exc)
         tagged = True  # nothing useful to warn about without git
     if not tagged:
-        log.warning(
-            "%s: no tag for version %s yet, so a rollback to it would fail; run `tag %s`",
-            name,
-            entry.version,
-            name,
-        )
+        log.warning("%s: no tag for version %s yet, so a rollback to it would fail; run `tag %s`",
+                    name, entry.version, name)  # fmt: skip
     return entry.version
