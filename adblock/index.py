@@ -73,7 +73,10 @@ def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bo
         parsed = None
         if item.status == FRESH:
             assert item.body is not None
-            parsed = parse_list(item.body, lenient=opts.lenient)
+            size = len(item.body)
+            # Staged on disk first, so that the parser holds the only reference to the downloaded bytes.
+            staged = None if dry_run else cache.stage(source.url, item.body)
+            parsed = parse_list(item.take_body(), lenient=opts.lenient)
             previous = cache.meta(source.url).get("names", 0)
             too_small = parsed.stats.names < opts.min_source_fraction * previous and not opts.force
             if parsed.stats.names == 0 or too_small:
@@ -83,9 +86,12 @@ def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bo
                     if parsed.stats.names else "no names in it"
                 )
                 parsed = None
-            elif not dry_run:
-                cache.store(source.url, item.body, names=parsed.stats.names, validators=item.validators)
-            item.body = None  # parsed (and cached): a large list should not stay in memory twice
+                if staged:
+                    cache.discard(source.url, staged)
+            elif staged:
+                cache.commit(
+                    source.url, staged, size=size, names=parsed.stats.names, validators=item.validators
+                )
         if parsed is None:
             cached = cache.body(source.url)
             if cached is None:
@@ -157,7 +163,7 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     allow, deny = _rules(opts)
 
     fetched = _fetch_all(opts, cache)
-    current = read_current(opts.output, opts.block)
+    current = read_current(opts.output, opts.block)  # damaged markers fail the run before any parsing
     state = _load_state(state_path)
     fingerprint = _fingerprint(opts, fetched, cache)
     if (
@@ -167,6 +173,7 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     ):
         summary = f"{state.get('count', 0):,} domains, all sources unchanged"
         return _unchanged(opts, state, state_path, summary, dry_run)
+    del current  # read again once the lists are parsed: the parse helper process need not carry it
 
     gathered = _gather(fetched, opts, cache, dry_run)
     total = len(opts.sources)
@@ -187,23 +194,27 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
 
     meta = Meta([(name, parsed.stats.names) for name, parsed in gathered.lists], _epoch())
     del gathered  # with several sources, their own lists are no longer needed
-    ours = render(names, opts.format, meta, redirect_ip=opts.redirect_ip, redirect_ipv6=opts.redirect_ipv6)
+    current = read_current(opts.output, opts.block)
     old_body = current.body()
-    if old_body == body_of(ours):
+    # Counted before rendering, so that the set of names and the new text are never in memory together.
+    old_count, removed = _compare(old_body, names, opts.format)
+    count = len(names)
+    ours = render(names, opts.format, meta, redirect_ip=opts.redirect_ip, redirect_ipv6=opts.redirect_ipv6)
+    del names  # what is left to do needs only the rendered bytes
+    if removed == 0 and old_count == count and old_body == body_of(ours):
         if not dry_run:
             state = _save_state(
-                state_path, _fingerprint(opts, fetched, cache), current.ours(), len(names),
+                state_path, _fingerprint(opts, fetched, cache), current.ours(), count,
                 reload_pending=bool(state.get("reload_pending")),
             )
-        return _unchanged(opts, state, state_path, f"{len(names):,} domains {where}, unchanged", dry_run)
-    old_count, removed = _compare(old_body, names, opts.format)
+        return _unchanged(opts, state, state_path, f"{count:,} domains {where}, unchanged", dry_run)
     del old_body
 
-    added = len(names) - (old_count - removed)
-    change = f"+{added:,} -{removed:,} = {len(names):,} domains {where}"
-    if old_count and len(names) < opts.shrink_guard * old_count and not opts.force:
+    added = count - (old_count - removed)
+    change = f"+{added:,} -{removed:,} = {count:,} domains {where}"
+    if old_count and count < opts.shrink_guard * old_count and not opts.force:
         raise UpdatesError(
-            f"refusing to shrink the blocklist from {old_count:,} to {len(names):,} domains "
+            f"refusing to shrink the blocklist from {old_count:,} to {count:,} domains "
             f"(below the shrink guard {opts.shrink_guard:g}); {opts.output} left as it was",
             hint="check the sources; set args.force to true for one run to accept it",
         )
@@ -214,7 +225,7 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     how = write_file(opts.output, content, current.full, state_dir / "backups")
     # Recorded before the reload: a reload that fails (or is killed) is retried by the next run, even when
     # the list has not changed again by then.
-    state = _save_state(state_path, _fingerprint(opts, fetched, cache), ours, len(names),
+    state = _save_state(state_path, _fingerprint(opts, fetched, cache), ours, count,
                         reload_pending=bool(opts.reload))
     log.info("wrote %s (%s): %s", opts.output, how, change)
     if opts.reload:
@@ -247,7 +258,7 @@ def _unchanged(
     return {"changed": True, "summary": f"{summary}; reloaded (the last reload had failed)"}
 
 
-def _compare(old_body: bytes | None, names: list[str], fmt: str) -> tuple[int, int]:
+def _compare(old_body: memoryview | None, names: list[str], fmt: str) -> tuple[int, int]:
     """(names installed now, how many of them the new list drops), without a set of the old names."""
     if not old_body:
         return 0, 0

@@ -44,15 +44,16 @@ class Current:
             return None
         return memoryview(self.full)[self.region[0] : self.region[1]]
 
-    def body(self) -> bytes | None:
+    def body(self) -> memoryview | None:
         """The installed list without its header (see render.body_of), or None when nothing is installed."""
         if self.full is None or self.region is None:
             return None
         start, end = self.region
+        view = memoryview(self.full)
         if self.full[start : start + 1] == b"\n":
-            return self.full[start + 1 : end]
+            return view[start + 1 : end]
         gap = self.full.find(b"\n\n", start, end)
-        return self.full[gap + 2 : end] if gap != -1 else self.full[start:end]
+        return view[gap + 2 : end] if gap != -1 else view[start:end]
 
 
 def _line_spans(data: bytes, marker: bytes) -> list[tuple[int, int]]:
@@ -95,14 +96,14 @@ def compose(current: Current, ours: bytes, block: bool) -> bytes:
     """The new file content with `ours` installed."""
     if not block:
         return ours
-    managed = BEGIN + b"\n" + ours + END + b"\n"
-    full = current.full or b""
+    # One join, one copy: the list may be tens of MB.
+    managed = [BEGIN, b"\n", ours, END, b"\n"]
+    full = memoryview(current.full or b"")
     if current.span is None:
-        if full and not full.endswith(b"\n"):
-            full += b"\n"
-        return full + managed
+        gap = [b"\n"] if full and full[-1:] != b"\n" else []
+        return b"".join([full, *gap, *managed])
     start, end = current.span
-    return full[:start] + managed + full[end:]
+    return b"".join([full[:start], *managed, full[end:]])
 
 
 def is_mount_point(path: Path, mountinfo: Path = MOUNTINFO) -> bool:

@@ -114,15 +114,16 @@ def render(
     return header.encode("utf-8") + body
 
 
-def body_of(content: bytes) -> bytes:
+def body_of(content: bytes) -> memoryview:
     """The body of rendered content: everything after the first empty line (all of it when there is none,
-    as in a block written by hand or by another tool)."""
+    as in a block written by hand or by another tool). A view, not a copy: lists weigh tens of MB."""
+    view = memoryview(content)
     if content.startswith(b"\n"):
-        return content[1:]
-    _, sep, body = content.partition(b"\n\n")
-    return body if sep else content
+        return view[1:]
+    gap = content.find(b"\n\n")
+    return view[gap + 2 :] if gap != -1 else view
 
 
-def names_in(body: bytes, fmt: str) -> Iterator[str]:
+def names_in(body: bytes | memoryview, fmt: str) -> Iterator[str]:
     """The blocked names in a body of format `fmt`, one at a time (a list of a million would weigh ~60 MB)."""
-    return map(operator.itemgetter(1), _NAME_IN_LINE[fmt].finditer(body.decode("utf-8", "replace")))
+    return map(operator.itemgetter(1), _NAME_IN_LINE[fmt].finditer(str(body, "utf-8", "replace")))

@@ -7,8 +7,9 @@ Contract of `fetch(source, cache, session=...)`:
   not modified.
 - A failure (network, HTTP status, too large) or an HTML page -> `FAILED` with a reason; the caller falls
   back to `cache.body(url)` when there is one.
-- A new copy is only written to the cache by `cache.store(...)`, which the caller does after it has judged
-  the content plausible; every cache write is atomic (body first, then the metadata naming its digest).
+- A new copy becomes the cached copy only through `cache.commit(...)`, which the caller does
+  after it has judged the content plausible; every cache write is atomic (body first, then the metadata
+  naming its digest).
 """
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ class Fetched:
     reason: str = ""
     validators: dict[str, Any] | None = None  # what to record in the cache metadata for a new copy
 
+    def take_body(self) -> bytes:
+        """The downloaded bytes, handed over: `parse_list(item.take_body())` leaves the parser the only
+        reference, so it can free them as soon as it has decoded them."""
+        body, self.body = self.body, None
+        assert body is not None
+        return body
+
 
 def looks_like_html(body: bytes, content_type: str = "") -> bool:
     """True for an error/captive-portal page served instead of a list."""
@@ -63,23 +71,33 @@ def looks_like_html(body: bytes, content_type: str = "") -> bool:
 
 
 class Cache:
-    """Last good copy of each source under `<state_dir>/cache/`, keyed by a digest of the URL."""
+    """Last good copy of each source under `<state_dir>/cache/`, keyed by a digest of the URL.
+
+    A copy is `<key>-<digest>.list`, named by its content's digest, and `<key>.json` (the metadata) names the
+    one in use. A new download is staged as its own file before it is parsed, so the parser can drop the
+    downloaded bytes as soon as it has decoded them; `commit` then points the metadata at it and removes the
+    old copy, `discard` removes a staged copy that was not good enough. A crash at any point leaves the
+    metadata naming a complete copy.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _paths(self, url: str) -> tuple[Path, Path]:
-        key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
-        return self.root / f"{key}.list", self.root / f"{key}.json"
+    def _key(self, url: str) -> str:
+        return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+
+    def _body_path(self, url: str, digest: str) -> Path:
+        return self.root / f"{self._key(url)}-{digest[:32]}.list"
 
     def meta(self, url: str) -> dict[str, Any]:
         """The metadata of the cached copy, or {} when there is no usable copy."""
-        body_path, meta_path = self._paths(url)
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = json.loads((self.root / f"{self._key(url)}.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        if not isinstance(meta, dict) or meta.get("url") != url or not body_path.exists():
+        if not isinstance(meta, dict) or meta.get("url") != url or not isinstance(meta.get("sha256"), str):
+            return {}
+        if not self._body_path(url, meta["sha256"]).exists():
             return {}
         return meta
 
@@ -88,23 +106,39 @@ class Cache:
         meta = self.meta(url)
         if not meta:
             return None
-        body_path, _ = self._paths(url)
         try:
-            data = body_path.read_bytes()
+            data = self._body_path(url, meta["sha256"]).read_bytes()
         except OSError:
             return None
-        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        if hashlib.sha256(data).hexdigest() != meta["sha256"]:
             log.warning("cached copy of %s is damaged; ignoring it", url)
             return None
         return data
 
-    def store(self, url: str, body: bytes, *, names: int, validators: dict[str, Any] | None) -> None:
+    def stage(self, url: str, body: bytes) -> str:
+        """Write a new copy beside the one in use (not used yet); returns its digest for commit/discard."""
         self.root.mkdir(parents=True, exist_ok=True)
-        body_path, meta_path = self._paths(url)
-        atomic_write_bytes(body_path, body, mode=0o600)
-        meta = {"url": url, "sha256": hashlib.sha256(body).hexdigest(), "size": len(body), "names": names}
+        digest = hashlib.sha256(body).hexdigest()
+        atomic_write_bytes(self._body_path(url, digest), body, mode=0o600)
+        return digest
+
+    def commit(
+        self, url: str, digest: str, *, size: int, names: int, validators: dict[str, Any] | None
+    ) -> None:
+        """Make the staged copy `digest` the one in use, then remove any other copy of this URL."""
+        meta = {"url": url, "sha256": digest, "size": size, "names": names}
         meta.update(validators or {})
-        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n", mode=0o600)
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        atomic_write_text(self.root / f"{self._key(url)}.json", text, mode=0o600)
+        keep = self._body_path(url, digest)
+        for path in self.root.glob(f"{self._key(url)}-*.list"):
+            if path != keep:
+                path.unlink(missing_ok=True)
+
+    def discard(self, url: str, digest: str) -> None:
+        """Remove a staged copy, unless it is the copy in use (the same content came back)."""
+        if self.meta(url).get("sha256") != digest:
+            self._body_path(url, digest).unlink(missing_ok=True)
 
 
 def _fetch_file(source: Source, path: Path, meta: dict[str, Any], max_bytes: int) -> Fetched:

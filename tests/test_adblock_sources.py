@@ -9,6 +9,7 @@ import pytest
 from adblock_support import block_names, hosts_list, module_args, numbered
 from pytest_httpserver import HTTPServer
 from updates.adblock.index import main
+from updates.adblock.sources import Cache
 from updates.utils.errors import UpdatesError
 
 NAMES = numbered("ads", 1000)
@@ -63,8 +64,10 @@ def test_new_etag_refreshes_the_list_and_cache(httpserver: HTTPServer, tmp_path:
     assert result == {"changed": True, "summary": "+2 -10 = 992 domains from 1/1 sources"}
     assert block_names(tmp_path / "hosts") == sorted(newer)
     assert requests_to(httpserver, "/list")[0].headers["If-None-Match"] == '"v1"'
-    metas = [json.loads(p.read_text()) for p in (tmp_path / "state" / "cache").glob("*.json")]
+    cache = tmp_path / "state" / "cache"
+    metas = [json.loads(p.read_text()) for p in cache.glob("*.json")]
     assert [m["etag"] for m in metas] == ['"v2"']
+    assert [p.read_bytes() for p in cache.glob("*.list")] == [hosts_list(newer)]  # the old copy is gone
     assert main(args)["changed"] is False
     assert httpserver.log[-1][1].status_code == 304
 
@@ -114,6 +117,8 @@ def test_truncated_download_keeps_the_cached_list(httpserver: HTTPServer, tmp_pa
     assert result is not None and result["changed"] is False
     assert "1 from cache" in result["summary"]
     assert (tmp_path / "hosts").read_bytes() == before
+    # The short copy was staged on disk to be parsed, then thrown away: the good copy is still the cache.
+    assert [p.read_bytes() for p in (tmp_path / "state" / "cache").glob("*.list")] == [hosts_list(NAMES)]
 
 
 def test_all_sources_down_writes_nothing(httpserver: HTTPServer, tmp_path: Path) -> None:
@@ -168,3 +173,19 @@ def test_dry_run_writes_nothing(httpserver: HTTPServer, tmp_path: Path) -> None:
     }
     assert not (tmp_path / "hosts").exists()
     assert list((tmp_path / "state").iterdir()) == []
+
+
+def test_cache_keeps_the_copy_in_use_until_commit(tmp_path: Path) -> None:
+    url = "https://lists.example/hosts"
+    cache = Cache(tmp_path)
+    cache.commit(url, cache.stage(url, b"0.0.0.0 old.example.com\n"), size=25, names=1, validators=None)
+    staged = cache.stage(url, b"0.0.0.0 new.example.com\n")  # a crash here leaves the old copy in use
+    assert Cache(tmp_path).body(url) == b"0.0.0.0 old.example.com\n"
+    cache.discard(url, staged)
+    assert [p.read_bytes() for p in tmp_path.glob("*.list")] == [b"0.0.0.0 old.example.com\n"]
+    cache.discard(url, cache.stage(url, b"0.0.0.0 old.example.com\n"))  # the same content came back
+    assert Cache(tmp_path).body(url) == b"0.0.0.0 old.example.com\n"
+    cache.stage(url, b"stray copy from a killed run\n")
+    cache.commit(url, cache.stage(url, b"0.0.0.0 new.example.com\n"), size=25, names=1, validators=None)
+    assert Cache(tmp_path).body(url) == b"0.0.0.0 new.example.com\n"
+    assert len(list(tmp_path.glob("*.list"))) == 1
