@@ -27,7 +27,14 @@ log = logging.getLogger(__name__)
 
 REPO = "filebrowser/filebrowser"
 FINAL_RELEASE = Version(2, 63, 23)  # the project was archived after this release
-GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7": "armv7", "i686": "386"}
+GO_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7": "armv7",
+    "armv6": "armv6",
+    "i686": "386",
+    "riscv64": "riscv64",
+}
 PROBE = VersionProbe(("version",), r"^File Browser v([^/\s]+)/")
 OWN_ARGS: dict[str, tuple[Any, Any]] = {
     "binary_path": ("/usr/local/bin/filebrowser", str),

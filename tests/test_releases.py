@@ -68,6 +68,8 @@ def test_version_parsing_and_order() -> None:
         ("armv7l", "armv7"),
         ("i686", "i686"),
         ("i386", "i686"),
+        ("armv6l", "armv6"),
+        ("riscv64", "riscv64"),
     ],
 )
 def test_machine_names_map_to_canonical_arches(machine: str, arch: str) -> None:
@@ -112,7 +114,7 @@ def test_atuin_asset_choice_on_real_names(arch: str, libc: str, expected: str) -
     assert choose_asset(release, server, where).name == expected.replace("atuin-", "atuin-server-", 1)
 
 
-@pytest.mark.parametrize("arch", ["armv7", "i686"])
+@pytest.mark.parametrize("arch", ["armv7", "i686", "armv6", "riscv64"])
 def test_no_asset_for_arch_lists_what_is_available(arch: str) -> None:
     release = fixture_release("atuin", "v18.19.0")
     where = Platform("linux", arch, "gnu")
@@ -133,6 +135,8 @@ def test_no_asset_for_arch_lists_what_is_available(arch: str) -> None:
         ("aarch64", "linux-arm64-filebrowser.tar.gz"),
         ("armv7", "linux-armv7-filebrowser.tar.gz"),
         ("i686", "linux-386-filebrowser.tar.gz"),
+        ("armv6", "linux-armv6-filebrowser.tar.gz"),
+        ("riscv64", "linux-riscv64-filebrowser.tar.gz"),
     ],
 )
 def test_filebrowser_asset_choice_on_real_names(arch: str, expected: str) -> None:

@@ -1,9 +1,9 @@
 """Which release asset fits this machine: platform detection and a pure asset choice.
 
 Contract:
-- `normalize_arch` maps `platform.machine()` spellings onto four canonical names: `x86_64`
-  (x86_64/amd64), `aarch64` (aarch64/arm64), `armv7` (armv7l/armhf) and `i686` (i686/i586/i386/x86);
-  anything else raises `NoAssetError`.
+- `normalize_arch` maps `platform.machine()` spellings onto canonical names: `x86_64` (x86_64/amd64),
+  `aarch64` (aarch64/arm64), `armv7` (armv7l/armhf), `i686` (i686/i586/i386/x86), and the two that only
+  some projects build, `armv6` (armv6l) and `riscv64`; anything else raises `NoAssetError`.
 - `detect_platform` reads the OS, architecture and C library (glibc vs musl) of this machine; an explicit
   arch or libc (module args) overrides detection.
 - `libc_order` is the module's libc preference: a musl host only gets musl builds; a glibc host gets the
@@ -33,6 +33,9 @@ ARCH_ALIASES = {
     "armv7": "armv7",
     "armv7l": "armv7",
     "armhf": "armv7",
+    "armv6": "armv6",
+    "armv6l": "armv6",
+    "riscv64": "riscv64",
     "i686": "i686",
     "i586": "i686",
     "i386": "i686",
