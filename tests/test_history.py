@@ -24,7 +24,6 @@ from updates.utils.history_view import format_history, format_run, history_json,
 from updates.utils.paths import Paths
 from updates.utils.runner import ModuleResult
 
-ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
