@@ -213,6 +213,19 @@ def test_check_install_covers_the_venv_root_runs_from(tmp_path: Path) -> None:
         f"{planted}: writable by group and others (mode 0666)",
     ]
     assert check_install(root, manifest, euid=ME, venv=None) == []
+    # Reached through a link (root/venv -> elsewhere): the real tree is what gets checked.
+    planted.chmod(0o644)
+    (venv / "bin").chmod(0o755)
+    elsewhere = tmp_path / "venvs" / "updates"
+    elsewhere.parent.mkdir()
+    elsewhere.parent.chmod(0o755)
+    venv.rename(elsewhere)
+    venv.symlink_to(elsewhere)
+    assert check_install(root, manifest, euid=ME, venv=venv) == []
+    (elsewhere / "pyvenv.cfg").chmod(0o664)
+    assert check_install(root, manifest, euid=ME, venv=venv) == [
+        f"{elsewhere / 'pyvenv.cfg'}: writable by group (mode 0664)"
+    ]
 
 
 def test_the_default_venv_is_the_running_interpreters(tmp_path: Path) -> None:

@@ -184,6 +184,11 @@ def check_install(
         add(check_file(utils_sh, euid=euid))
     env = running_venv() if venv is _RUNNING else venv
     if isinstance(env, Path):
+        # A venv reached through a link (`venv -> /opt/venvs/updates`): the link's directories, then the
+        # real tree and the directories above it.
         add(check_ancestors(env, euid=euid))
-        add(check_tree(env, euid=euid, allow_links=True))
+        real = env.resolve()
+        if real != env.absolute():
+            add(check_ancestors(real, euid=euid))
+        add(check_tree(real, euid=euid, allow_links=True))
     return problems
