@@ -6,6 +6,7 @@ where it is installed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -278,3 +279,13 @@ def test_cron_example_is_well_formed() -> None:
     for shell in ("/bin/sh", "bash"):
         result = run([shell, "-n", "-c", command])
         assert result.returncode == 0, (shell, result.stderr)
+
+
+def test_the_start_guard_is_above_the_shipped_modules_own_timeouts() -> None:
+    # TimeoutStartSec kills the whole run: the modules' own timeouts, one after another, must fit below it.
+    service = parse_unit((CONFIG / "updates.service").read_text())["Service"]
+    (guard,) = values(service, "TimeoutStartSec")
+    assert guard.endswith("h")
+    entries = json.loads((ROOT / "manifest.json").read_text())["updates"]
+    total = sum(e["timeout"] for e in entries if "children" not in e and isinstance(e.get("timeout"), (int, float)))
+    assert 0 < total < int(guard[:-1]) * 3600, f"modules may run {total} s, the unit stops them at {guard}"
