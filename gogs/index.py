@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.assets import Platform
-from ..utils.download import downloaded
+from ..utils.download import downloaded, sweep_stale
 from ..utils.extract import extract_tree
 from ..utils.install import ServicePlan, VersionProbe, installed_version
 from ..utils.install_dir import DirectoryInstall, install_directory
@@ -135,6 +135,7 @@ def update(ctx: Context, own: dict[str, Any], install_dir: Path) -> dict[str, ob
         keep_backups=own["keep_backups"],
         service=service,
     )
+    sweep_stale(parent, [f".{asset.name}.*.part", f".{install_dir.name}-*.new-*"])
     with downloaded(
         ctx.session, asset, parent, expected, allow_unverified=common.allow_unverified
     ) as archive:

@@ -304,3 +304,23 @@ def test_server_failure_after_the_client_upgrade_says_what_was_done(
     assert (tmp_path / "bin" / "atuin").read_bytes() == tool_script("atuin", "18.19.0")  # stays upgraded
     assert (tmp_path / "bin" / "atuin-server").read_bytes() == tool_script("atuin-server", "18.18.1")
     assert services.running_version("atuin-server") == "18.18.1"
+
+
+def test_leftovers_of_a_killed_run_are_swept_before_the_download(github: FakeGitHub, tmp_path: Path) -> None:
+    import os
+    import time
+
+    publish(github, "18.19.0")
+    installed(tmp_path, "18.18.1")
+    bin_dir = tmp_path / "bin"
+    stale = [bin_dir / ".atuin-x86_64-unknown-linux-gnu.tar.gz.k1ll3d.part", bin_dir / ".atuin.k1ll3d.new"]
+    fresh = bin_dir / ".atuin.0ther.new"  # a minute old: maybe someone else's, left alone
+    mine = bin_dir / ".atuin.notes"  # not one of our temp names
+    for path in [*stale, fresh, mine]:
+        path.write_bytes(b"partial")
+    old = time.time() - 7200
+    for path in [*stale, mine]:
+        os.utime(path, (old, old))
+    os.utime(fresh, (time.time() - 60,) * 2)
+    assert main(args(github, tmp_path))["changed"] is True
+    assert bin_names(tmp_path) == sorted([".atuin.0ther.new", ".atuin.notes", "atuin"])

@@ -10,6 +10,7 @@ Contract:
   `dest_dir`, so the later rename stays on one file system; memory use is constant (one chunk). It checks
   the size announced by the API, refuses an HTML page, and compares the SHA-256. On any failure the
   temporary file is gone and a one-line error says why; on success the caller owns the file.
+- `sweep_stale` removes the hidden temporary files and directories a killed earlier run left behind.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +191,28 @@ def download_asset(
         raise
     log.info("downloaded %s (%d bytes, verified against %s)", asset.name, received, expected.source)
     return tmp
+
+
+def sweep_stale(directory: Path, patterns: Sequence[str], *, older_than: float = 3600.0) -> list[Path]:
+    """Remove what a killed earlier run left in `directory`: only our own hidden temp names (`patterns`,
+    globs), only when older than `older_than` seconds, never through a symbolic link. Returns what went."""
+    removed = []
+    cutoff = time.time() - older_than
+    for pattern in patterns:
+        for path in directory.glob(pattern):
+            try:
+                st = path.lstat()
+                if not path.name.startswith(".") or st.st_mtime > cutoff or path.is_symlink():
+                    continue
+                log.warning("removing %s, left by an interrupted earlier run", path)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+            except OSError as exc:
+                log.warning("cannot remove the leftover %s: %s", path, exc)
+    return removed
 
 
 @contextlib.contextmanager

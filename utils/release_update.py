@@ -9,7 +9,8 @@ Contract:
   error).
 - `update_binaries(ctx, repo, components)` runs the whole flow for tools that are single binaries in a
   tar.gz: one release lookup, then per component: installed version, decision, asset choice, digest,
-  download, exact-member extraction, `install_binary` (with service stop/start, health and undo).
+  removal of a killed earlier run's temp files, download, exact-member extraction, `install_binary`
+  (with service stop/start, health and undo).
   Dry-run stops after the digest lookup and reports what it would do.
 It returns the module result `{"changed": bool, "summary": str}`.
 """
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .assets import Platform, choose_asset, detect_platform, libc_order
-from .download import Expected, check_verifiable, downloaded, expected_digest
+from .download import Expected, check_verifiable, downloaded, expected_digest, sweep_stale
 from .errors import UpdatesError
 from .extract import extract_file
 from .http import make_session
@@ -237,10 +238,12 @@ def _install_component(
 ) -> None:
     """Download, extract the one member and install it (see `install_binary` for the undo)."""
     target = comp.plan.target
+    member = comp.member(asset.name)
+    sweep_stale(target.parent, [f".{asset.name}.*.part", f".{Path(member).name}.*.new"])
     with downloaded(
         ctx.session, asset, target.parent, expected, allow_unverified=ctx.common.allow_unverified
     ) as archive:
-        new_file = extract_file(archive, comp.member(asset.name), target.parent)
+        new_file = extract_file(archive, member, target.parent)
         try:
             install_binary(comp.plan, new_file, version, current)
         finally:
