@@ -12,7 +12,7 @@ Returns `{"changed": bool, "summary": ...}`. Args are documented in README.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..utils.assets import Platform
@@ -38,7 +38,7 @@ OWN_ARGS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def asset_names(program: str) -> Any:
+def asset_names(program: str) -> Callable[[Platform, Version, Sequence[str]], list[str]]:
     """The naming rule: `<program>-<arch>-unknown-linux-<libc>.tar.gz`, best libc first."""
 
     def names(where: Platform, version: Version, libcs: Sequence[str]) -> list[str]:
@@ -50,7 +50,7 @@ def asset_names(program: str) -> Any:
     return names
 
 
-def member(program: str) -> Any:
+def member(program: str) -> Callable[[str], str]:
     """The binary sits in a top directory named like the archive: `atuin-<triple>/atuin`."""
     return lambda asset: f"{asset.removesuffix('.tar.gz')}/{program}"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..utils.assets import Platform
@@ -56,7 +57,7 @@ def checksum_files(asset: str, version: Version) -> list[str]:
 def main(args: dict[str, Any]) -> dict[str, object]:
     common, own = read_args(args, OWN_ARGS)
     binary = path_arg(own, "binary_path")
-    extra: tuple = ()
+    extra: tuple[Path, ...] = ()
     warning = "no database_path set: the filebrowser database is not backed up before this upgrade"
     if own["database_path"]:
         # The file itself: restoring a copy over a symbolic link would replace the link.
