@@ -299,7 +299,7 @@ def test_server_failure_after_the_client_upgrade_says_what_was_done(
 ) -> None:
     module_args_ = server_setup(github, tmp_path, services, health="bad")
     installed(tmp_path, "18.18.1")
-    with pytest.raises(PartialUpdate, match=r"^atuin-server: .*rolled back.*already done: atuin 18\.18\.1 -> 18\.19\.0"):
+    with pytest.raises(PartialUpdate, match=r"^atuin-server 18\.19\.0 failed: .*rolled back.*already done, and kept: atuin 18\.18\.1 -> 18\.19\.0$"):
         main(module_args_)
     assert (tmp_path / "bin" / "atuin").read_bytes() == tool_script("atuin", "18.19.0")  # stays upgraded
     assert (tmp_path / "bin" / "atuin-server").read_bytes() == tool_script("atuin-server", "18.18.1")

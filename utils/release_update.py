@@ -219,7 +219,7 @@ def _update_binaries(
             # The earlier binaries stay upgraded (they passed their own checks); say so, or the
             # administrator reading "failed" would think nothing changed.
             raise PartialUpdate(
-                f"{comp.name}: {exc} (already done: {'; '.join(done)})", hint=exc.hint
+                f"{exc}; already done, and kept: {'; '.join(done)}", hint=exc.hint
             ) from exc
         changed = True
         done.append(f"{comp.name} {decision.summary}")
