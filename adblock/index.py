@@ -137,7 +137,7 @@ def _load_state(path: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _digest(data: bytes | memoryview | None) -> str | None:
+def _digest(data: bytes | bytearray | memoryview | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
@@ -271,7 +271,7 @@ def _compare(old_body: memoryview | None, names: list[str], fmt: str) -> tuple[i
 def _save_state(
     path: Path,
     fingerprint: str,
-    installed: bytes | memoryview | None,
+    installed: bytes | bytearray | memoryview | None,
     count: int,
     *,
     reload_pending: bool = False,

@@ -92,7 +92,7 @@ def read_current(path: Path, block: bool) -> Current:
     return Current(full, (begins[0][1], ends[0][0]), (begins[0][0], ends[0][1]))
 
 
-def compose(current: Current, ours: bytes, block: bool) -> bytes:
+def compose(current: Current, ours: bytes | bytearray, block: bool) -> bytes | bytearray:
     """The new file content with `ours` installed."""
     if not block:
         return ours
@@ -132,7 +132,7 @@ def _remove_stale_temps(path: Path) -> None:
             pass
 
 
-def _rewrite_in_place(path: Path, data: bytes) -> None:
+def _rewrite_in_place(path: Path, data: bytes | bytearray) -> None:
     with open(path, "r+b") as handle:
         handle.write(data)
         handle.truncate()
@@ -141,7 +141,12 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
 
 
 def write_file(
-    path: Path, data: bytes, previous: bytes | None, backup_dir: Path, *, mountinfo: Path = MOUNTINFO
+    path: Path,
+    data: bytes | bytearray,
+    previous: bytes | None,
+    backup_dir: Path,
+    *,
+    mountinfo: Path = MOUNTINFO,
 ) -> str:
     """Write `data` to `path` (see the module docstring); returns "replaced" or "in place"."""
     if previous is not None:

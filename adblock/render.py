@@ -1,4 +1,4 @@
-"""Output formats. Contract: `render(names, fmt, meta)` returns the complete text for one format as bytes:
+"""Output formats. Contract: `render(names, fmt, meta)` returns the complete text of one format (bytearray):
 a header (comment lines naming the generator, the date, each source's count and the total, plus the
 format's fixed preamble), one empty line, then the body (one entry per line, in the order given, which is
 sorted). Bodies never contain empty lines, so `body_of(content)` can cut a file back into its body to compare
@@ -12,11 +12,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..utils.errors import UsageError
+from ..utils.errors import UpdatesError, UsageError
 
 GENERATOR = "updates adblock module"
 FORMATS = ("hosts", "dnsmasq", "unbound", "rpz", "domains", "adblock")
 _COMMENT = {"rpz": ";", "adblock": "!"}
+CHUNK = 1 << 16  # names rendered at a time
 _DNSMASQ_NULL = ("0.0.0.0", "::")  # noqa: S104 - answers dnsmasq writes as `#`, not bind addresses
 _NAME_IN_LINE = {
     "hosts": re.compile(r"^\S+[ \t]+(\S+)$", re.MULTILINE),
@@ -73,16 +74,10 @@ def _affixes(fmt: str, redirect_ip: str) -> tuple[str, str]:
     raise UsageError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def render_body(names: Sequence[str], fmt: str, *, redirect_ip: str = "0.0.0.0", redirect_ipv6: str | None = None) -> bytes:  # noqa: S104, E501 - a blocking address, not a bind
-    """The body: one line per name (two for hosts with an IPv6 twin, and for dnsmasq with a redirect address).
-
-    dnsmasq answers `address=/x/<IPv4>` for A queries only and forwards AAAA queries upstream, so a blocked
-    name would still resolve over IPv6. The default answer is therefore `address=/x/#` (0.0.0.0 for A,
-    :: for AAAA); with another `redirect_ip` each name gets a second line with `redirect_ipv6` (`::` unless
-    set).
-    """
-    if not names:
-        return b""
+def _lines(
+    names: Sequence[str], fmt: str, redirect_ip: str, redirect_ipv6: str | None
+) -> tuple[int, Iterator[bytes]]:
+    """The body's size in bytes, and the body in pieces of CHUNK names (see render_body)."""
     prefix, suffix = _affixes(fmt, redirect_ip)
     twin = None  # (prefix, suffix) of a second line per name
     if fmt == "hosts" and redirect_ipv6:
@@ -92,12 +87,55 @@ def render_body(names: Sequence[str], fmt: str, *, redirect_ip: str = "0.0.0.0",
             suffix = "/#"
         else:
             twin = ("address=/", f"/{redirect_ipv6 or '::'}")
-    if twin:
-        text = "\n".join(f"{prefix}{n}{suffix}\n{twin[0]}{n}{twin[1]}" for n in names)
-    else:
-        # One join instead of a formatted string per name: this is on the 1M-name hot path.
-        text = prefix + f"{suffix}\n{prefix}".join(names) + suffix
-    return text.encode("ascii") + b"\n"
+    per_name = len(prefix) + len(suffix) + 1 + (len(twin[0]) + len(twin[1]) + 1 if twin else 0)
+    size = sum(map(len, names)) * (2 if twin else 1) + per_name * len(names)  # names are ASCII
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(names), CHUNK):
+            piece = names[start : start + CHUNK]
+            if twin:
+                text = "".join(f"{prefix}{n}{suffix}\n{twin[0]}{n}{twin[1]}\n" for n in piece)
+            else:
+                # One join instead of a formatted string per name: this is on the 1M-name hot path.
+                text = prefix + f"{suffix}\n{prefix}".join(piece) + suffix + "\n"
+            yield text.encode("ascii")
+
+    return size, pieces()
+
+
+def _fill(
+    head: bytes, names: Sequence[str], fmt: str, redirect_ip: str, redirect_ipv6: str | None
+) -> bytearray:
+    size, pieces = _lines(names, fmt, redirect_ip, redirect_ipv6)
+    # Allocated once at its final size and filled in place: growing it would leave copies behind.
+    out = bytearray(len(head) + size)
+    out[: len(head)] = head
+    position = len(head)
+    for piece in pieces:
+        out[position : position + len(piece)] = piece
+        position += len(piece)
+    if position != len(out):
+        raise UpdatesError(f"internal error: rendered {position:,} bytes, expected {len(out):,}")
+    return out
+
+
+def render_body(
+    names: Sequence[str],
+    fmt: str,
+    *,
+    redirect_ip: str = "0.0.0.0",  # noqa: S104 - a blocking address, not a bind
+    redirect_ipv6: str | None = None,
+) -> bytearray:
+    """The body: one line per name (two for hosts with an IPv6 twin, and for dnsmasq with a redirect address).
+    It is rendered CHUNK names at a time into one buffer of the final size, so a list of a million names
+    never exists in a second complete copy.
+
+    dnsmasq answers `address=/x/<IPv4>` for A queries only and forwards AAAA queries upstream, so a blocked
+    name would still resolve over IPv6. The default answer is therefore `address=/x/#` (0.0.0.0 for A,
+    :: for AAAA); with another `redirect_ip` each name gets a second line with `redirect_ipv6` (`::` unless
+    set).
+    """
+    return _fill(b"", names, fmt, redirect_ip, redirect_ipv6)
 
 
 def render(
@@ -107,14 +145,13 @@ def render(
     *,
     redirect_ip: str = "0.0.0.0",  # noqa: S104 - a blocking address, not a bind
     redirect_ipv6: str | None = None,
-) -> bytes:
+) -> bytearray:
     """Header, empty line, body (see the module docstring)."""
-    body = render_body(names, fmt, redirect_ip=redirect_ip, redirect_ipv6=redirect_ipv6)
-    header = "\n".join(_header(names, fmt, meta)) + "\n\n"
-    return header.encode("utf-8") + body
+    header = ("\n".join(_header(names, fmt, meta)) + "\n\n").encode("utf-8")
+    return _fill(header, names, fmt, redirect_ip, redirect_ipv6)
 
 
-def body_of(content: bytes) -> memoryview:
+def body_of(content: bytes | bytearray) -> memoryview:
     """The body of rendered content: everything after the first empty line (all of it when there is none,
     as in a block written by hand or by another tool). A view, not a copy: lists weigh tens of MB."""
     view = memoryview(content)
