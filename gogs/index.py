@@ -41,6 +41,7 @@ from ..utils.service import gogs_database_ok
 log = logging.getLogger(__name__)
 
 REPO = "gogs/gogs"
+DEFAULT_KEEP = ("custom", "data", "log")  # what gogs' upgrade guide copies into the new directory
 PROBE = VersionProbe(("--version",), r"^Gogs version v?(\S+)")
 # 0.14 renamed armv8 to arm64 and dropped armv7; both spellings are the same architecture.
 GO_ARCH = {"x86_64": ["amd64"], "aarch64": ["arm64", "armv8"], "armv7": ["armv7"], "i686": ["386"]}
@@ -49,6 +50,7 @@ OWN_ARGS: dict[str, tuple[Any, Any]] = {
     "service": ("gogs", str),
     "health_url": ("http://127.0.0.1:3000/healthcheck", str),
     "keep_backups": (2, int),
+    "carry_over": (["custom", "data", "log"], list),
 }
 
 
@@ -81,6 +83,19 @@ def check_upgrade_path(installed: Version, target: Version) -> None:
         )
 
 
+def carry_over_arg(value: list[Any]) -> tuple[str, ...]:
+    """The `carry_over` arg: top-level names inside install_dir, custom/data/log always among them."""
+    for name in value:
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise ArgsError(f"arg 'carry_over': entries are top-level names such as \"custom\", got {name!r}")
+    missing = [name for name in DEFAULT_KEEP if name not in value]
+    if missing:
+        raise ArgsError(
+            f"arg 'carry_over' must keep {', '.join(missing)} (gogs' own data): add names, do not remove"
+        )
+    return tuple(dict.fromkeys(value))
+
+
 def asset_names(where: Platform, version: Version) -> list[str]:
     return [
         f"gogs_{prefix}{version}_linux_{arch}.tar.gz"
@@ -97,12 +112,15 @@ def main(args: dict[str, Any]) -> dict[str, object]:
     common, own = read_args(args, OWN_ARGS)
     install_dir = path_arg(own, "install_dir")
     url_arg(own, "health_url")  # checked before any request, used only when installing
+    keep = carry_over_arg(own["carry_over"])
     ctx = open_context(common)
     with contextlib.closing(ctx.session):
-        return update(ctx, own, install_dir)
+        return update(ctx, own, install_dir, keep)
 
 
-def update(ctx: Context, own: dict[str, Any], install_dir: Path) -> dict[str, object]:
+def update(
+    ctx: Context, own: dict[str, Any], install_dir: Path, keep: tuple[str, ...] = DEFAULT_KEEP
+) -> dict[str, object]:
     """Lookup, decision, verified download, safe extraction and the directory switch."""
     common = ctx.common
     release, version = lookup(ctx, REPO)
@@ -132,6 +150,7 @@ def update(ctx: Context, own: dict[str, Any], install_dir: Path) -> dict[str, ob
         binary="gogs",
         probe=PROBE,
         backup_dir=common.backup_dir or parent,
+        keep=keep,
         keep_backups=own["keep_backups"],
         service=service,
     )

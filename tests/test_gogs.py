@@ -199,18 +199,26 @@ def test_up_to_date_and_dry_run_touch_nothing(
     assert [s.status for s in github.api_requests()] == [200, 200, 304]
 
 
-def test_entries_the_release_does_not_ship_stay_in_the_backup(
+def test_entries_the_release_does_not_ship_are_refused_unless_carried_over(
     github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
 ) -> None:
-    """Only custom/, data/ and log/ carry over (as gogs documents); anything else stays in the backup."""
+    """Only custom/, data/ and log/ carry over (as gogs documents); anything else must be named, or the new
+    version would run without it and the pruned backup would take it away."""
     install_dir = setup["dir"]
     (install_dir / "repositories" / "x.git").mkdir(parents=True)
     (install_dir / "repositories" / "x.git" / "HEAD").write_text("ref: refs/heads/main\n")
     publish(github, "0.14.3")
-    assert main(setup["args"])["changed"] is True
-    assert not (install_dir / "repositories").exists()
-    backup = next(p for p in install_dir.parent.iterdir() if p.name.startswith("gogs-0.13.4-"))
-    assert (backup / "repositories" / "x.git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    pid = services.pid("gogs")
+    before = snapshot(tmp_path / "home", dir_mtimes=False)
+    with pytest.raises(InstallError, match=r"holds repositories.*carry_over.*nothing changed"):
+        main(setup["args"])
+    assert snapshot(tmp_path / "home", dir_mtimes=False) == before
+    assert services.pid("gogs") == pid and services.calls() == []
+    with pytest.raises(ArgsError, match="must keep data"):
+        main({**setup["args"], "carry_over": ["custom", "log", "repositories"]})
+    result = main({**setup["args"], "carry_over": ["custom", "data", "log", "repositories"]})
+    assert result == {"changed": True, "summary": "0.13.4 -> 0.14.3"}
+    assert (install_dir / "repositories" / "x.git" / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert services.running_version("gogs") == "0.14.3"
 
 

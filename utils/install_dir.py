@@ -3,17 +3,18 @@
 Contract of `install_directory(plan, new_dir, version, old_version)`:
 1. `new_dir` holds the extracted release, beside the install directory (same file system). Its binary must
    report `version` before anything installed is touched; otherwise `InstallError`, nothing changed.
-2. A running service is stopped; the administrator's directories (`keep`: custom/, data/, log/) are copied
-   from the installed directory into `new_dir`, byte for byte, with modes, times and (when we run as root)
-   owners; symbolic links inside them are copied as links. Any other top-level entry that the release
-   does not ship is named in a warning (it stays in the backup only).
+2. The installed directory must hold nothing but what the release ships and the `keep` entries
+   (custom/, data/, log/ as gogs documents, plus what the administrator adds); anything else would be left
+   behind in the backup, so the install is refused, naming it, before anything changes. The file system
+   must have room for the copies of `keep`. Then a running service is stopped and the `keep` entries are
+   copied from the installed directory into `new_dir`, byte for byte, with modes, times and (when we run
+   as root) owners; symbolic links inside them are copied as links.
 3. The switch is two renames: the installed directory becomes the backup `<backup_dir>/<name>-<old>-<stamp>`
    (kept, the newest `keep_backups` of them), then `new_dir` becomes the install directory.
 4. The service is started and its health polled. On failure the new directory is moved aside as
    `<name>-failed-<new>-<stamp>` (kept for diagnosis), the backup is renamed back, the service restarted,
    and `InstallError` says so.
-The backup directory must be on the install directory's file system, and that file system must have room
-for the copies of `keep` (both checked before anything changes).
+The backup directory must be on the install directory's file system (checked before anything changes).
 """
 
 from __future__ import annotations
@@ -70,25 +71,31 @@ def _chown_like(source: Path, dest: Path) -> None:
 
 
 def carry_over(old_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> list[str]:
-    """Copy `keep` directories from `old_dir` into `new_dir` (replacing any the release ships)."""
+    """Copy the `keep` entries (directories or files) from `old_dir` into `new_dir`."""
     copied = []
     for name in keep:
         source = old_dir / name
         if not source.exists():
             continue
-        if source.is_symlink() or not source.is_dir():
-            raise InstallError(f"{source} is not a plain directory; refusing to guess how to carry it over")
+        if source.is_symlink() or not (source.is_dir() or source.is_file()):
+            raise InstallError(f"{source} is a link or special file; refusing to guess how to carry it over")
         dest = new_dir / name
         if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(source, dest, symlinks=True, copy_function=shutil.copy2)
+            raise InstallError(f"the new release ships {name} itself; refusing to overwrite it with yours")
+        if source.is_dir():
+            shutil.copytree(source, dest, symlinks=True, copy_function=shutil.copy2)
+        else:
+            shutil.copy2(source, dest)
         _chown_like(source, dest)
         copied.append(name)
     return copied
 
 
 def tree_bytes(path: Path) -> int:
-    """Bytes of the regular files under `path` (links not followed)."""
+    """Bytes of the regular files under `path` (links not followed); `path` may be a file itself."""
+    st = path.lstat()
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
@@ -99,7 +106,7 @@ def tree_bytes(path: Path) -> int:
 
 def check_space(install_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> None:
     """Refuse, before the service is stopped, when the copies of `keep` would not fit on the disk."""
-    needed = sum(tree_bytes(install_dir / name) for name in keep if (install_dir / name).is_dir())
+    needed = sum(tree_bytes(install_dir / name) for name in keep if (install_dir / name).exists())
     needed += needed // 20 + 16 * 1024 * 1024  # headroom: the service writes its log while we work
     free = shutil.disk_usage(new_dir).free
     if free < needed:
@@ -110,8 +117,20 @@ def check_space(install_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> None
 
 
 def left_behind(old_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> list[str]:
-    """Top-level entries of the installed directory that the switch leaves behind (in the backup only)."""
+    """Top-level entries of the installed directory that the switch would leave behind (in the backup)."""
     return sorted(p.name for p in old_dir.iterdir() if p.name not in keep and not (new_dir / p.name).exists())
+
+
+def check_nothing_left_behind(install_dir: Path, new_dir: Path, keep: tuple[str, ...]) -> None:
+    """Refuse when the installed directory holds entries neither the release nor `keep` accounts for: the
+    new version would run without them, and they would go with the backup when it is pruned."""
+    left = left_behind(install_dir, new_dir, keep)
+    if left:
+        raise InstallError(
+            f"{install_dir} holds {', '.join(left)}, which the release does not ship and the carry-over list "
+            f"({', '.join(keep)}) does not name; add them to the module's 'carry_over' arg, or move them out "
+            "of the directory (or delete them if they are stale); nothing changed"
+        )
 
 
 def _owner_like(reference: Path, tree: Path) -> None:
@@ -144,6 +163,7 @@ def install_directory(
         raise InstallError(
             f"backup_dir {plan.backup_dir} is not on the file system of {install_dir}; nothing changed"
         )
+    check_nothing_left_behind(install_dir, new_dir, plan.keep)
     check_space(install_dir, new_dir, plan.keep)
     stamp = utc_stamp()
     backup = unique_path(plan.backup_dir / f"{install_dir.name}-{old_version or 'unknown'}-{stamp}")
@@ -156,12 +176,6 @@ def install_directory(
         _owner_like(install_dir, new_dir)
         copied = carry_over(install_dir, new_dir, plan.keep)
         log.info("carried over %s into the new %s", ", ".join(copied) or "nothing", install_dir.name)
-        left = left_behind(install_dir, new_dir, plan.keep)
-        if left:
-            log.warning(
-                "%s: not carried over (not in the release, not in %s): %s; they stay in the backup %s",
-                install_dir, "/".join(plan.keep), ", ".join(left), backup,
-            )
         install_dir.rename(backup)
         switched = True
         new_dir.rename(install_dir)
