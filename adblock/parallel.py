@@ -1,9 +1,10 @@
 """Parse one large list with two processes: each parses half the lines, then they split the names by range.
 
-Contract: `parse_in_two(text, lenient, parse_chunk)` returns (sorted unique names, merged ListStats) equal to
-what the single-process path gives, or None when it cannot run here (one CPU, no fork), in which case the
-caller parses serially. It exists because a 1,000,000-line list must compile in about a second of CPython:
-parsing, de-duplicating and sorting are each a few hundred nanoseconds per line, and two cores halve them.
+Contract: `parse_in_two([text], lenient, parse_chunk)` returns (sorted unique names, merged ListStats)
+equal to what the single-process path gives, or None when it cannot run here (one CPU, no fork), in which
+case the caller parses serially. It exists because a 1,000,000-line list must compile in about a second of
+CPython: parsing, de-duplicating and sorting are each a few hundred nanoseconds per line, and two cores
+halve them.
 
 How: the parent forks; parent and child each parse half of the lines (at a line boundary), sort their names
 and cut them at a common pivot (the median of a sample taken before the fork). The child sends its lower
@@ -101,14 +102,22 @@ def _child(
     _send_names(out, _merge_range(upper, _receive_names(inp)))
 
 
-def parse_in_two(text: str, lenient: bool, parse_chunk: Callable[..., Any]) -> tuple[list[str], Any] | None:
-    """See the module docstring."""
-    if _cpus() < 2 or not hasattr(os, "fork"):
+def parse_in_two(
+    parts: list[str], lenient: bool, parse_chunk: Callable[..., Any]
+) -> tuple[list[str], Any] | None:
+    """See the module docstring. `parts` holds the whole text (and the only reference to it) on the way in;
+    it is cut there into its two halves, whose concatenation is the text, so that no process keeps the
+    whole text beside its half, and the helper keeps only its own half. After a failure `"".join(parts)`
+    is the text again."""
+    if _cpus() < 2 or not hasattr(os, "fork") or len(parts) != 1:
         return None
-    middle = text.find("\n", len(text) // 2) + 1
+    middle = parts[0].find("\n", len(parts[0]) // 2) + 1
     if middle <= 0:
         return None
-    pivot = _pivot(text, lenient, parse_chunk)
+    pivot = _pivot(parts[0], lenient, parse_chunk)
+    text = parts.pop()
+    parts += [text[:middle], text[middle:]]
+    del text
     to_parent_r, to_parent_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
     pid = os.fork()
@@ -118,8 +127,9 @@ def parse_in_two(text: str, lenient: bool, parse_chunk: Callable[..., Any]) -> t
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.close(to_parent_r)
             os.close(to_child_w)
+            del parts[0]  # the parent's half
             with os.fdopen(to_parent_w, "wb") as out, os.fdopen(to_child_r, "rb") as inp:
-                _child(text[middle:], lenient, pivot, parse_chunk, out=out, inp=inp)
+                _child(parts.pop(), lenient, pivot, parse_chunk, out=out, inp=inp)
             code = 0
         finally:
             os._exit(code)
@@ -128,7 +138,7 @@ def parse_in_two(text: str, lenient: bool, parse_chunk: Callable[..., Any]) -> t
     finished = False
     try:
         with os.fdopen(to_parent_r, "rb") as inp, os.fdopen(to_child_w, "wb") as out:
-            names, stats = parse_chunk(text[:middle], lenient)
+            names, stats = parse_chunk(parts[0], lenient)
             names.sort()
             cut = bisect.bisect_left(names, pivot)
             their_stats = marshal.loads(_receive(inp))  # noqa: S302 - from our own child over a private pipe

@@ -187,10 +187,14 @@ def parse_list(data: bytes, *, lenient: bool = False, parallel_min: int = PARALL
     del data
     result = None
     if len(text) >= parallel_min:
+        parts = [text]
+        del text  # parse_in_two cuts it in halves: no whole copy beside them
         try:
-            result = parse_in_two(text, lenient, parse_chunk)
+            result = parse_in_two(parts, lenient, parse_chunk)
         except (EOFError, OSError, RuntimeError) as exc:
             log.warning("parallel parsing failed (%s); parsing in this process", exc)
+        text = "".join(parts) if result is None else ""
+        del parts
     if result is None:
         found, stats = parse_chunk(text, lenient)
         del text

@@ -47,7 +47,7 @@ def test_two_processes_equal_one() -> None:
 def test_helper_result_is_direct_and_complete() -> None:
     two_cpus()
     text = decode(mixed_list(20_000, seed=9))
-    result = parse_in_two(text, False, parse_chunk)
+    result = parse_in_two([text], False, parse_chunk)
     assert result is not None  # it really ran in two processes
     names, _stats = result
     found, _ = parse_chunk(text)
@@ -79,5 +79,5 @@ def test_a_failing_helper_is_reported_and_reaped() -> None:
     text = "# PARENT-HALF\n" + half + "# CHILD-HALF\n" + half
     before = children()
     with pytest.raises(EOFError, match="helper process ended early"):
-        parse_in_two(text, False, failing_in_child)
+        parse_in_two([text], False, failing_in_child)
     assert children() == before  # the helper was waited for: no zombie left behind
