@@ -240,9 +240,11 @@ def test_prereleases_and_drafts_are_ignored_unless_asked(github: FakeGitHub) -> 
 def test_rate_limit_names_the_reset_time(github: FakeGitHub) -> None:
     github.add_release(REPO, "v18.19.0", {})
     github.rate_limited_until = 1_900_000_000
-    with pytest.raises(RateLimitError, match=r"resets at 2030-03-17T17:46:40Z"):
+    with pytest.raises(RateLimitError, match=r"resets at 2030-03-17T17:46:40Z\); a token .*token_env"):
         client(github, None).lookup(ReleaseQuery(REPO))
     assert len(github.api_requests()) == 1  # a 403 rate-limit answer is not retried
+    with pytest.raises(RateLimitError, match=r"resets at 2030-03-17T17:46:40Z\)$"):  # has a token already
+        client(github, None, token="t", token_host="localhost").lookup(ReleaseQuery(REPO))
 
 
 def test_server_errors_are_retried_then_succeed(github: FakeGitHub) -> None:

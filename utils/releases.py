@@ -178,10 +178,10 @@ def check_rate_limit(response: requests.Response) -> None:
         return
     reset = rate_limit_reset(response.headers)
     when = f"resets at {reset}" if reset else f"retry after {retry_after or '?'} s"
-    raise RateLimitError(
-        f"GitHub API rate limit exceeded ({when})",
-        hint="set a token in the module's token variable to get a higher limit",
-    )
+    # Said in the message itself: the orchestrator's summary shows a module's message, not its hint.
+    anonymous = "Authorization" not in (response.request.headers if response.request else {})
+    advice = "; a token (the variable named by the token_env arg) raises the limit" if anonymous else ""
+    raise RateLimitError(f"GitHub API rate limit exceeded ({when}){advice}")
 
 
 class GitHubReleases:
