@@ -187,13 +187,47 @@ def test_group_writable_module_is_refused_and_others_run(tmp_path, capsys):
 
 
 @needs_root
-def test_world_writable_manifest_refuses_the_whole_run(tmp_path, capsys):
+def test_world_writable_manifest_refuses_the_whole_run(tmp_path, capsys, httpserver: HTTPServer):
     add_module(tmp_path, "alpha", RECORDING_MODULE)
-    path = write_manifest(tmp_path, [group(["alpha"]), {"name": "alpha"}])
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    manifest = {"updates": [group(["alpha"]), {"name": "alpha"}], "entrypoint": "all_services",
+                "notify": {"webhook": {"url": httpserver.url_for("/hook")}}}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2))
     path.chmod(0o666)
     assert main(["run"], root=tmp_path) == 2
     assert "refusing to run as root:" in capsys.readouterr().err
     assert not (tmp_path / "state" / "modules" / "alpha" / "calls.jsonl").exists()
+    # The refusal is not silent: a history line and the failure webhook.
+    record = json.loads((tmp_path / "state" / "history.jsonl").read_text())
+    assert record["exit_code"] == 2 and record["ok"] is False and "refusing to run" in record["error"]
+    assert len(httpserver.log) == 1
+    assert json.loads(httpserver.log[0][0].get_data())["ok"] is False
+
+
+def test_hand_picked_runs_do_not_ping(tmp_path, capsys, httpserver: HTTPServer):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    httpserver.expect_request("/ping/start").respond_with_data("ok")
+    httpserver.expect_request("/ping", method="POST").respond_with_data("ok")
+    manifest = {"updates": [group(["alpha"]), {"name": "alpha"}], "entrypoint": "all_services",
+                "notify": {"ping": httpserver.url_for("/ping")}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    assert main(["run", "--only", "alpha"], root=tmp_path) == 0
+    assert httpserver.log == []
+    assert main(["run"], root=tmp_path) == 0
+    assert [req.path for req, _ in httpserver.log] == ["/ping/start", "/ping"]
+
+
+def test_json_report_started_is_the_start_time(tmp_path, capsys):
+    from datetime import datetime, timezone
+
+    add_module(tmp_path, "slow", "import time\ndef main(args):\n    time.sleep(1.5)\n")
+    write_manifest(tmp_path, [group(["slow"]), {"name": "slow"}])
+    assert main(["run", "--json"], root=tmp_path) == 0
+    after = datetime.now(timezone.utc)
+    report = json.loads(capsys.readouterr().out)
+    started = datetime.strptime(report["started"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert (after - started).total_seconds() >= 1.0
 
 
 def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):

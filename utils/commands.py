@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from types import FrameType
 
 from .checksum import compute_folder_sha256, read_checksum_file
@@ -36,7 +38,7 @@ from .manifest import (
 from .notify import NotifyConfig
 from .paths import PACKAGE_ROOT, Paths
 from .permissions import FIX_HINT, check_ancestors, check_install, enforced
-from .publish import announce_start, publish
+from .publish import announce_start, publish, publish_refusal
 from .report import json_report, summary_text, table
 from .runner import FAILED, Runner, RunOptions, permission_problem
 from .script import script_checksum
@@ -82,19 +84,27 @@ def cmd_run(paths: Paths, opts: argparse.Namespace) -> int:
         manifest = load_manifest(paths)
         only = _known_names(manifest, opts.only, "--only") if opts.only is not None else None
         skip = _known_names(manifest, opts.skip, "--skip")
+        config = NotifyConfig.parse(manifest.raw.get("notify"))
+        if only is not None or skip:
+            # A hand-picked run is not the nightly check-in: healthchecks must not count it as one.
+            config = dataclasses.replace(config, ping_url=None)
+        selection = {"only": sorted(only) if only else None, "skip": sorted(skip)}
+        started = time.time()
         strict = enforced()
         if strict and (problems := install_problems(paths)):
             more = f" (+{len(problems) - 1} more; see `index.py verify`)" if len(problems) > 1 else ""
-            raise UnsafePermissions(f"refusing to run as root: {problems[0]}{more}", hint=FIX_HINT)
+            refusal = UnsafePermissions(f"refusing to run as root: {problems[0]}{more}", hint=FIX_HINT)
+            publish_refusal(
+                paths, config, refusal, started=started, dry_run=opts.dry_run, selection=selection
+            )
+            raise refusal
         options = RunOptions(
             dry_run=opts.dry_run, only=only, skip=skip, quiet_stdout=opts.json, check_permissions=strict
         )
-        config = NotifyConfig.parse(manifest.raw.get("notify"))
 
         def record(name: str) -> None:
             update_entry(paths.manifest, name, {"lastApplied": utc_timestamp()})
 
-        started = time.time()
         announce_start(config, dry_run=opts.dry_run)
         runner = Runner(paths, manifest, options, on_success=record)
         results = runner.run()
@@ -107,7 +117,7 @@ def cmd_run(paths: Paths, opts: argparse.Namespace) -> int:
             results,
             interrupted=runner.interrupted,
             dry_run=opts.dry_run,
-            started=utc_timestamp(),
+            started=utc_timestamp(datetime.fromtimestamp(started, timezone.utc)),
             duration_s=round(finished - started, 3),
         )
         if opts.json:
@@ -134,7 +144,7 @@ def cmd_run(paths: Paths, opts: argparse.Namespace) -> int:
             interrupted=runner.interrupted,
             metrics_file=opts.metrics_file,
             known_modules=set(manifest.entries),
-            selection={"only": sorted(only) if only else None, "skip": sorted(skip)},
+            selection=selection,
         )
     return code
 

@@ -87,3 +87,36 @@ def publish(
         )
     except Exception as exc:  # a notification must never decide a run
         log.warning("notification failed: %s", exc)
+
+
+def publish_refusal(
+    paths: Paths,
+    config: NotifyConfig,
+    error: UpdatesError,
+    *,
+    started: float,
+    dry_run: bool,
+    selection: dict[str, Any],
+) -> None:
+    """A run refused before any module ran still leaves a history line and tells the receivers."""
+    try:
+        record = make_record(
+            [],
+            started=started,
+            finished=started,
+            exit_code=error.exit_code,
+            dry_run=dry_run,
+            error=str(error),
+            **selection,
+        )
+        record["ok"] = False
+        append_run(paths, record)
+    except (OSError, UpdatesError) as exc:
+        log.warning("could not append to the run history: %s", exc)
+    if dry_run:
+        return
+    try:
+        report = {"ok": False, "dry_run": False, "interrupted": False, "error": str(error), "modules": []}
+        notify_finished(config, report, exit_ok=False, changed=False)
+    except Exception as exc:  # a notification must never decide a run
+        log.warning("notification failed: %s", exc)
