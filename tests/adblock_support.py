@@ -4,6 +4,9 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +92,30 @@ def dns_query(name: str, port: int, qtype: int = 1, timeout: float = 1.0) -> tup
             answers.append(socket.inet_ntop(socket.AF_INET6, reply[offset : offset + 16]))
         offset += length
     return flags & 0xF, answers
+
+
+@contextmanager
+def cut_short_server(body: bytes, sent: list[int]) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that answers one request per item of `sent`, each announcing all of
+    `body` but closing the connection after that many bytes of it (a transfer cut short); yields its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n" % len(body)
+
+    def answer() -> None:
+        for size in sent:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(head + body[:size])
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/list"
+    finally:
+        listener.close()
+        thread.join(timeout=10)

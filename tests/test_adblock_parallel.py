@@ -78,6 +78,8 @@ def test_a_failing_helper_is_reported_and_reaped() -> None:
     half = "".join(f"0.0.0.0 n{i}.example.com\n" for i in range(2000))
     text = "# PARENT-HALF\n" + half + "# CHILD-HALF\n" + half
     before = children()
+    parts = [text]
     with pytest.raises(EOFError, match="helper process ended early"):
-        parse_in_two([text], False, failing_in_child)
+        parse_in_two(parts, False, failing_in_child)
     assert children() == before  # the helper was waited for: no zombie left behind
+    assert len(parts) == 2 and "".join(parts) == text  # what parse_list falls back on

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from adblock_support import block_names, hosts_list, module_args, numbered
+from adblock_support import block_names, cut_short_server, hosts_list, module_args, numbered
 from pytest_httpserver import HTTPServer
 from updates.adblock.index import main
 from updates.adblock.sources import Cache
@@ -189,3 +189,18 @@ def test_cache_keeps_the_copy_in_use_until_commit(tmp_path: Path) -> None:
     cache.commit(url, cache.stage(url, b"0.0.0.0 new.example.com\n"), size=25, names=1, validators=None)
     assert Cache(tmp_path).body(url) == b"0.0.0.0 new.example.com\n"
     assert len(list(tmp_path.glob("*.list"))) == 1
+
+
+def test_transfer_cut_short_keeps_the_cached_list(tmp_path: Path) -> None:
+    full = hosts_list(NAMES)
+    hosts = tmp_path / "hosts"
+    with cut_short_server(full, [len(full), len(full) // 10]) as url:  # the whole list, then a tenth of it
+        # No size guards: only noticing the short transfer itself keeps the 100 names it brings from being used.
+        args = module_args(tmp_path, [url], min_source_fraction=0, shrink_guard=0)
+        main(args)
+        before = hosts.read_bytes()
+        result = main(args)
+    assert result is not None and result["changed"] is False
+    assert "1 from cache" in result["summary"]
+    assert hosts.read_bytes() == before
+    assert block_names(hosts) == NAMES
