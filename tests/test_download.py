@@ -186,3 +186,10 @@ def test_an_asset_mismatch_is_not_a_module_checksum_error() -> None:
     from updates.utils.errors import ChecksumError
 
     assert not issubclass(ChecksumMismatch, ChecksumError)
+
+
+def test_per_asset_sha256_file_with_the_bare_digest(github: FakeGitHub) -> None:
+    github.add_release(REPO, "v2.63.23", {NAME: DATA, f"{NAME}.sha256": sha256(DATA).encode() + b"\n"}, digests=False)
+    release, session = latest(github)
+    expected = expected_digest(session, release, release.find(NAME), [f"{NAME}.sha256"])
+    assert expected == Expected(sha256(DATA), f"checksum file {NAME}.sha256")

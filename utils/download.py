@@ -3,7 +3,8 @@
 Contract:
 - `expected_digest` finds what the asset must hash to: the API's `digest` field (`sha256:<hex>`) first,
   else the project's checksum file(s) among the release's assets, in either line format that tools write,
-  `<hex>  <name>` (text mode) and `<hex> *<name>` (binary mode).
+  `<hex>  <name>` (text mode) and `<hex> *<name>` (binary mode); a per-asset `<asset>.sha256` file may
+  also hold the bare digest.
 - `download_asset` refuses before any byte is fetched when nothing can verify the asset, unless the caller
   passes `allow_unverified=True` (then it logs a warning, on every run). It streams the asset (through the
   API's asset URL, whose redirect goes to another host without the token) into a temporary file in
@@ -120,7 +121,10 @@ def expected_digest(
         sums_asset = release.find(name)
         if sums_asset is None:
             continue
-        found = parse_checksums(_fetch_small(session, sums_asset)).get(asset.name)
+        text = _fetch_small(session, sums_asset)
+        found = parse_checksums(text).get(asset.name)
+        if found is None and name == f"{asset.name}.sha256" and re.fullmatch(r"[0-9A-Fa-f]{64}\s*", text):
+            found = text.strip().lower()  # a per-asset file may hold the bare digest, without the name
         if found:
             return Expected(found, f"checksum file {name}")
         log.warning("%s does not list %s", name, asset.name)
