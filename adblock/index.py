@@ -93,15 +93,16 @@ def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bo
                     source.url, staged, size=size, names=parsed.stats.names, validators=item.validators
                 )
         if parsed is None:
-            cached = cache.body(source.url)
-            if cached is None:
-                log.warning("source %s skipped: %s, and there is no cached copy", source.url, item.reason)
+            item.body = cache.body(source.url)
+            if item.body is None:
+                reason = item.reason or "its cached copy is gone"
+                log.warning("source %s skipped: %s, and there is no cached copy", source.url, reason)
                 gathered.skipped.append(source.name)
                 continue
             if item.status == FAILED:
                 log.warning("source %s: %s; using the last good copy", source.url, item.reason)
                 gathered.stale.append(source.name)
-            parsed = parse_list(cached, lenient=opts.lenient)
+            parsed = parse_list(item.take_body(), lenient=opts.lenient)
         stats = parsed.stats
         if stats.invalid or stats.unsupported:
             log.info(

@@ -2,7 +2,8 @@
 
 Contract of `fetch(source, cache, session=...)`:
 - http(s) URLs are fetched with the shared session (timeouts, bounded retries) and a conditional GET
-  (`If-None-Match` / `If-Modified-Since` from the cache's metadata). 304 -> `NOT_MODIFIED` (the cached copy
+  (`If-None-Match` / `If-Modified-Since` from the cache's metadata; not when the cached copy does not match
+  its digest, so that a damaged copy is replaced). 304 -> `NOT_MODIFIED` (the cached copy
   is the list). file:// URLs and absolute paths are read directly; an unchanged size and mtime count as
   not modified.
 - A failure (network, HTTP status, too large) or an HTML page -> `FAILED` with a reason; the caller falls
@@ -115,6 +116,20 @@ class Cache:
             return None
         return data
 
+    def intact(self, url: str) -> bool:
+        """True when the cached copy is there and matches its digest (read in pieces, not kept)."""
+        meta = self.meta(url)
+        if not meta:
+            return False
+        digest = hashlib.sha256()
+        try:
+            with self._body_path(url, meta["sha256"]).open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+        except OSError:
+            return False
+        return digest.hexdigest() == meta["sha256"]
+
     def stage(self, url: str, body: bytes) -> str:
         """Write a new copy beside the one in use (not used yet); returns its digest for commit/discard."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -193,6 +208,10 @@ def _fetch_http(source: Source, session: Any, meta: dict[str, Any], max_bytes: i
 def fetch(source: Source, cache: Cache, *, session: Any, max_bytes: int) -> Fetched:
     """Fetch one source; see the module docstring."""
     meta = cache.meta(source.url)
+    if meta and not cache.intact(source.url):
+        # A "not modified" answer would leave us with nothing usable, run after run: ask for the whole list.
+        log.warning("cached copy of %s is damaged; downloading it in full", source.url)
+        meta = {}
     path = source.local_path
     if path is not None:
         return _fetch_file(source, path, meta, max_bytes)

@@ -204,3 +204,18 @@ def test_transfer_cut_short_keeps_the_cached_list(tmp_path: Path) -> None:
     assert "1 from cache" in result["summary"]
     assert hosts.read_bytes() == before
     assert block_names(hosts) == NAMES
+
+
+def test_damaged_cache_is_downloaded_again_in_full(httpserver: HTTPServer, tmp_path: Path) -> None:
+    serve(httpserver, "/list", hosts_list(NAMES), etag='"v1"')
+    args = module_args(tmp_path, [httpserver.url_for("/list")])
+    main(args)
+    [copy] = (tmp_path / "state" / "cache").glob("*.list")
+    copy.write_bytes(copy.read_bytes().replace(b"ads00007", b"adsXXXXX"))  # bit rot on disk
+    result = main(args)
+    assert result is not None and result["changed"] is False
+    last = requests_to(httpserver, "/list")[-1]
+    assert "If-None-Match" not in last.headers  # a 304 would have left nothing usable
+    assert httpserver.log[-1][1].status_code == 200
+    assert [p.read_bytes() for p in (tmp_path / "state" / "cache").glob("*.list")] == [hosts_list(NAMES)]
+    assert block_names(tmp_path / "hosts") == NAMES
