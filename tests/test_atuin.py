@@ -142,6 +142,9 @@ def test_missing_checksum_is_refused_unless_allowed(github: FakeGitHub, tmp_path
     with pytest.raises(UnverifiedAsset):
         main(args(github, tmp_path))
     assert snapshot(tmp_path / "bin", dir_mtimes=False) == before and github.dl_requests() == []
+    dry = main(args(github, tmp_path, allow_unverified=True, dry_run=True))
+    assert dry["summary"].endswith("UNVERIFIED (no SHA-256 published)")
+    assert snapshot(tmp_path / "bin", dir_mtimes=False) == before
     assert main(args(github, tmp_path, allow_unverified=True))["changed"] is True
     assert (tmp_path / "bin" / "atuin").read_bytes() == tool_script("atuin", "18.19.0")
 

@@ -131,8 +131,9 @@ def expected_digest(
     return Expected(None, "nothing")
 
 
-def check_verifiable(asset: Asset, expected: Expected, *, allow_unverified: bool) -> None:
-    """Raise `UnverifiedAsset` when nothing can verify `asset` and the args do not allow that."""
+def check_verifiable(asset: Asset, expected: Expected, *, allow_unverified: bool, warn: bool = True) -> None:
+    """Raise `UnverifiedAsset` when nothing can verify `asset` and the args do not allow that; when they do,
+    log the warning (unless `warn` is False: the download itself will say it)."""
     if expected.sha256 is not None:
         return
     if not allow_unverified:
@@ -140,7 +141,8 @@ def check_verifiable(asset: Asset, expected: Expected, *, allow_unverified: bool
             f"refusing {asset.name}: no SHA-256 published for it (no API digest, no checksum file); "
             "set allow_unverified: true in the module's args to install it anyway"
         )
-    log.warning("installing %s UNVERIFIED: no SHA-256 published and allow_unverified is set", asset.name)
+    if warn:
+        log.warning("installing %s UNVERIFIED: no SHA-256 published and allow_unverified is set", asset.name)
 
 
 def download_asset(

@@ -148,7 +148,8 @@ def verified_asset(
     """The asset for this machine and the digest that will verify it (refused here when there is none)."""
     asset = choose_asset(release, names, ctx.platform)
     expected = expected_digest(ctx.session, release, asset, checksum_files(asset.name, version))
-    check_verifiable(asset, expected, allow_unverified=ctx.common.allow_unverified)
+    # Refused here, before a dry run reports or a real run downloads; the warning comes with the download.
+    check_verifiable(asset, expected, allow_unverified=ctx.common.allow_unverified, warn=ctx.common.dry_run)
     return asset, expected
 
 
@@ -162,6 +163,8 @@ def refuse_symlink(path: Path, what: str) -> None:
 
 def would_install(decision: Decision, asset: Asset, expected: Expected) -> str:
     """The dry-run summary."""
+    if expected.sha256 is None:
+        return f"would install {decision.summary} from {asset.name} UNVERIFIED (no SHA-256 published)"
     return f"would install {decision.summary} from {asset.name} (SHA-256 from {expected.source})"
 
 
