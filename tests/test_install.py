@@ -237,3 +237,18 @@ def test_owners_are_kept_and_given_back_on_undo(rig: dict, services: ServiceRig,
     install_binary(rig["plan"], new_binary(target), NEW, OLD)
     assert (target.stat().st_uid, target.stat().st_gid) == (4242, 4243)  # the new binary: the old owner
     assert services.running_version("filebrowser") == "2.63.23"
+
+
+def test_health_poll_ignores_a_proxy_from_the_environment(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from release_support import free_port
+
+    dead_proxy = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(var, dead_proxy)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    httpserver.expect_request("/health").respond_with_data('{"status":"OK"}')
+    poll_health(HealthCheck(httpserver.url_for("/health"), json_status("OK"), timeout_s=1, interval_s=0.05))
+    assert len(httpserver.log) == 1

@@ -5,7 +5,8 @@ Contract:
   the command is an argument list (default `["systemctl"]`), so tests and non-systemd hosts pass their own.
 - `poll_health(check)` asks `check.url` until it answers 200 with a body `check.accept` approves, or until
   `check.timeout_s` has passed; then it raises `HealthError` with the last reason seen. It never sends a
-  token and never retries inside one attempt (the loop is the retry).
+  token, never goes through a proxy from the environment, and never retries inside one attempt (the loop
+  is the retry).
 - Body rules for the three tools live here as small pure functions (`json_status`, `gogs_database_ok`).
 """
 
@@ -78,15 +79,22 @@ def gogs_database_ok(body: str) -> bool:
 gogs_database_ok.__doc__ = "body line '* Database connection: OK'"
 
 
+def health_session() -> requests.Session:
+    """No retries inside one poll, short timeouts, and never a proxy from the environment: the endpoint is
+    this machine's service, and an `HTTPS_PROXY` set for GitHub must not turn every upgrade into a
+    rollback."""
+    session = make_session(retries=0, timeout=(2.0, 5.0))
+    session.trust_env = False
+    return session
+
+
 @dataclass(frozen=True)
 class HealthCheck:
     url: str
     accept: Callable[[str], bool]
     timeout_s: float = 60.0
     interval_s: float = 1.0
-    session_factory: Callable[[], requests.Session] = field(
-        default=lambda: make_session(retries=0, timeout=(2.0, 5.0)), compare=False
-    )
+    session_factory: Callable[[], requests.Session] = field(default=health_session, compare=False)
 
 
 def short_reason(exc: requests.RequestException) -> str:
