@@ -29,7 +29,7 @@ DATA = bytes(range(256)) * 4000  # ~1 MB: several chunks
 
 
 def latest(github: FakeGitHub, token: str | None = None) -> tuple[Release, object]:
-    session = make_session(backoff=0, token=token, token_host="localhost")
+    session = make_session(backoff=0, token=token, token_origin=github.api_url)
     return GitHubReleases(session, github.api_url).lookup(ReleaseQuery(REPO)).release, session
 
 

@@ -244,7 +244,7 @@ def test_rate_limit_names_the_reset_time(github: FakeGitHub) -> None:
         client(github, None).lookup(ReleaseQuery(REPO))
     assert len(github.api_requests()) == 1  # a 403 rate-limit answer is not retried
     with pytest.raises(RateLimitError, match=r"resets at 2030-03-17T17:46:40Z\)$"):  # has a token already
-        client(github, None, token="t", token_host="localhost").lookup(ReleaseQuery(REPO))
+        client(github, None, token="t", token_origin=github.api_url).lookup(ReleaseQuery(REPO))
 
 
 def test_server_errors_are_retried_then_succeed(github: FakeGitHub) -> None:

@@ -63,14 +63,23 @@ def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None
     atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
-def copy_file_atomic(source: Path, dest: Path) -> None:
-    """Copy `source` to `dest` (mode and times kept) through a temp file beside `dest`, then rename."""
+def copy_file_atomic(source: Path, dest: Path, *, owner: tuple[int, int] | None = None) -> None:
+    """Copy `source` to `dest` (mode and times kept) through a temp file beside `dest`, then rename.
+
+    With `owner` (uid, gid) the copy gets that owner (when we may give files away) before it appears at
+    `dest`, so there is no moment in which, say, a service's database belongs to root.
+    """
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         shutil.copy2(source, tmp)
         with open(tmp, "rb+") as handle:
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                mode = os.fstat(handle.fileno()).st_mode & 0o7777
+                with contextlib.suppress(PermissionError):  # only root may give a file away
+                    os.fchown(handle.fileno(), *owner)
+                os.fchmod(handle.fileno(), mode)  # chown clears setuid/setgid bits: put the mode back
             os.fsync(handle.fileno())
         tmp.replace(dest)
     except BaseException:

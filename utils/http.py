@@ -6,8 +6,8 @@ Contract of `make_session()`:
 - bounded retries with exponential backoff on connection errors, 429 and 5xx, honouring `Retry-After`
   (capped, so a hostile or confused server cannot park a nightly run for hours);
 - TLS verification always on (`verify=False` is refused);
-- an optional bearer token sent only to `token_host` (the API host), never to another host, and never
-  carried over a redirect to another host.
+- an optional bearer token sent only to `token_origin` (the API's scheme, host and port), never to
+  another origin, and never carried over a redirect to another host.
 
 `requests` is imported here and only here, so commands that need no network do not pay for it.
 """
@@ -33,15 +33,22 @@ class _CappedRetry(Retry):
         return min(super().parse_retry_after(retry_after), MAX_RETRY_AFTER)
 
 
-class _HostBearerAuth(requests.auth.AuthBase):
-    """Adds `Authorization: Bearer` only to requests whose host is exactly `host`."""
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of `url`, the port made explicit for http and https."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
 
-    def __init__(self, host: str, token: str) -> None:
-        self.host = host.lower()
+
+class _OriginBearerAuth(requests.auth.AuthBase):
+    """Adds `Authorization: Bearer` only to requests for exactly the origin of `base_url`."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.origin = origin(base_url)
         self.token = token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if (urlsplit(request.url or "").hostname or "").lower() == self.host:
+        if origin(request.url or "") == self.origin:
             request.headers["Authorization"] = f"Bearer {self.token}"
         else:
             request.headers.pop("Authorization", None)
@@ -65,7 +72,7 @@ class UpdatesSession(requests.Session):
 def make_session(
     *,
     token: str | None = None,
-    token_host: str | None = None,
+    token_origin: str | None = None,
     retries: int = 3,
     backoff: float = 0.5,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
@@ -89,7 +96,7 @@ def make_session(
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     if token:
-        if not token_host:
-            raise ValueError("a token needs the host it belongs to (token_host)")
-        session.auth = _HostBearerAuth(token_host, token)
+        if not token_origin or not origin(token_origin)[1]:
+            raise ValueError("a token needs the URL of the API it belongs to (token_origin)")
+        session.auth = _OriginBearerAuth(token_origin, token)
     return session

@@ -78,9 +78,7 @@ class Saved:
     owner: tuple[int, int] | None
 
     def restore(self) -> None:
-        copy_file_atomic(self.copy, self.original)
-        if self.owner is not None:
-            give_to(self.original, self.owner)
+        copy_file_atomic(self.copy, self.original, owner=self.owner)
 
 
 def give_to(path: Path, owner: tuple[int, int] | None) -> None:

@@ -23,7 +23,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import requests
 
@@ -69,10 +68,9 @@ def open_context(common: CommonArgs, libc_preference: str = "gnu") -> Context:
             "%s: allow_unverified is set: an asset without a published SHA-256 would be installed unverified",
             common.name or "module",
         )
-    api_host = urlsplit(common.api_url).hostname
     session = make_session(
         token=os.environ.get(common.token_env) or None,
-        token_host=api_host,
+        token_origin=common.api_url,
         retries=common.http_retries,
         backoff=common.http_backoff,
     )

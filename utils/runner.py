@@ -133,7 +133,8 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     if isinstance(exc, UpdatesError):
-        return str(exc)
+        # The hint is the part that tells the administrator what to do: it belongs in the one line.
+        return f"{exc} (hint: {exc.hint})" if exc.hint else str(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -290,8 +291,8 @@ class Runner:
                 raise
             log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
         except (ChecksumError, ModuleLoadError, UnsafePermissions) as exc:
-            result.error = str(exc)
-            log.error("%s: not run: %s", entry.name, exc, exc_info=exc.__cause__ is not None)
+            result.error = describe_failure(exc)
+            log.error("%s: not run: %s", entry.name, result.error, exc_info=exc.__cause__ is not None)
         except BaseException as exc:
             result.error = describe_failure(exc)
             log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
