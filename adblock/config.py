@@ -29,7 +29,7 @@ DEFAULT_HOSTS = "/etc/hosts"
 BLOCK_FORMATS = ("hosts", "dnsmasq", "unbound", "domains")  # formats whose comments start with '#'
 
 # key -> (default, accepted types)
-_SPEC: dict[str, tuple[Any, tuple[type, ...]]] = {
+ARG_SPEC: dict[str, tuple[Any, tuple[type, ...]]] = {
     "sources": (list(DEFAULT_SOURCES), (list,)),
     "format": ("hosts", (str,)),
     "output": (None, (str,)),
@@ -80,11 +80,11 @@ class Options:
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> Options:
-        unknown = sorted(set(args) - set(_SPEC) - set(RESERVED_KEYS))
+        unknown = sorted(set(args) - set(ARG_SPEC) - set(RESERVED_KEYS))
         if unknown:
             raise UsageError(f"adblock: unknown arg(s) {', '.join(unknown)}; see adblock/README.md")
         values: dict[str, Any] = {}
-        for key, (default, types) in _SPEC.items():
+        for key, (default, types) in ARG_SPEC.items():
             value = args.get(key, default)
             wrong_bool = isinstance(value, bool) != (bool in types)  # True is an int too
             if value is not None and (not isinstance(value, types) or wrong_bool):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import pytest
 from adblock_support import block_names, hosts_list, module_args, numbered
-from updates.adblock.config import DEFAULT_SOURCES, Options
+from updates.adblock.config import ARG_SPEC, DEFAULT_SOURCES, Options
 from updates.adblock.index import main
 from updates.adblock.install import read_current, write_file
 from updates.utils.errors import UpdatesError, UsageError
 
 TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 USER_BEFORE = b"127.0.0.1\tlocalhost\n::1 localhost ip6-localhost\n#  my own comment  \n\n192.168.1.5 nas\n"
 USER_AFTER = b"10.0.0.7   printer.lan   # set by hand\n   \n"
 
@@ -228,6 +230,19 @@ def test_bind_mounted_hosts_is_rewritten_in_place(tmp_path: Path, detect: bool) 
         assert not list(tmp_path.glob(".hosts.*.tmp"))
     finally:
         subprocess.run(["umount", str(hosts)], check=True)
+
+
+def test_every_arg_is_documented_with_its_default() -> None:
+    readme = (ROOT / "adblock" / "README.md").read_text()
+    documented = dict(re.findall(r"^\| `([a-z0-9_]+)` \| (.+?) \|", readme, re.MULTILINE))
+    assert set(documented) == set(ARG_SPEC)
+    for name, (default, _types) in ARG_SPEC.items():
+        if name == "sources":
+            assert all(f"`{url}`" in readme for url in default)
+        elif default is not None:
+            assert json.dumps(default) in documented[name], name
+    for fmt in ("/etc/hosts", '"format": "dnsmasq"', '"format": "unbound"'):  # the three examples
+        assert fmt in readme
 
 
 def test_default_args_are_safe() -> None:
