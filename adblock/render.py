@@ -6,6 +6,7 @@ lists without the header's date. `names_in(body, fmt)` reads the blocked names b
 """
 from __future__ import annotations
 
+import itertools
 import operator
 import re
 import time
@@ -18,6 +19,7 @@ GENERATOR = "updates adblock module"
 FORMATS = ("hosts", "dnsmasq", "unbound", "rpz", "domains", "adblock")
 _COMMENT = {"rpz": ";", "adblock": "!"}
 CHUNK = 1 << 16  # names rendered at a time
+PIECE = 1 << 20  # bytes of an installed body decoded at a time
 _DNSMASQ_NULL = ("0.0.0.0", "::")  # noqa: S104 - answers dnsmasq writes as `#`, not bind addresses
 _NAME_IN_LINE = {
     "hosts": re.compile(r"^\S+[ \t]+(\S+)$", re.MULTILINE),
@@ -162,5 +164,20 @@ def body_of(content: bytes | bytearray) -> memoryview:
 
 
 def names_in(body: bytes | memoryview, fmt: str) -> Iterator[str]:
-    """The blocked names in a body of format `fmt`, one at a time (a list of a million would weigh ~60 MB)."""
-    return map(operator.itemgetter(1), _NAME_IN_LINE[fmt].finditer(str(body, "utf-8", "replace")))
+    """The blocked names in a body of format `fmt`, one at a time (a list of a million would weigh ~60 MB),
+    decoded a piece of about PIECE bytes at a time (a whole decoded copy would weigh ~30 MB more)."""
+    return map(operator.itemgetter(1), itertools.chain.from_iterable(
+        map(_NAME_IN_LINE[fmt].finditer, _pieces(memoryview(body)))
+    ))
+
+
+def _pieces(view: memoryview) -> Iterator[str]:
+    """`view` decoded in pieces of whole lines."""
+    start = 0
+    while start < len(view):
+        piece = bytes(view[start : start + PIECE])
+        cut = piece.rfind(b"\n") + 1 if start + PIECE < len(view) else len(piece)
+        if cut == 0:  # one line longer than a piece: the rest in one go
+            piece, cut = bytes(view[start:]), len(view) - start
+        start += cut
+        yield piece[:cut].decode("utf-8", "replace")

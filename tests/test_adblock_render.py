@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from adblock_support import module_args
 from updates.adblock.index import main
-from updates.adblock.render import FORMATS, Meta, body_of, names_in, render
+from updates.adblock.render import FORMATS, PIECE, Meta, body_of, names_in, render, render_body
 
 NAMES = ["a.example.com", "b.example.net"]
 META = Meta([("list-one", 2), ("list-two", 1)], 0)
@@ -73,3 +73,17 @@ def test_output_is_sorted_and_independent_of_source_order(tmp_path: Path, monkey
     assert body_of(outputs[0]) == body_of(outputs[1]) == b"alpha.example.org\nmid.example.org\nzeta.example.org\n"
     assert b"# Date: 2023-11-14T22:13:20Z\n" in outputs[0]
     assert b"# Source one: 2 domains\n# Source two: 2 domains\n# Blocked domains: 3\n" in outputs[0]
+
+
+def test_names_are_read_back_across_pieces() -> None:
+    names = [f"name-{i:06d}.example.org" for i in range(120_000)]  # about 3.5 MB: several pieces
+    body = bytes(render_body(names, "hosts"))
+    assert len(body) > 3 * PIECE
+    edited = body.replace(b"0.0.0.0 name-050000.", "0.0.0.0 \u00fcber-050000.".encode())  # a hand edit
+    found = list(names_in(memoryview(edited), "hosts"))
+    assert len(found) == len(names)
+    assert found[50_000] == "\u00fcber-050000.example.org"
+    assert found[:50_000] + found[50_001:] == names[:50_000] + names[50_001:]
+    assert list(names_in(b"0.0.0.0 a.example.com\n0.0.0.0 " + b"x" * (PIECE + 10) + b".com", "hosts")) == [
+        "a.example.com", "x" * (PIECE + 10) + ".com"
+    ]
