@@ -259,7 +259,7 @@ def test_default_args_are_safe() -> None:
         ({"sourcse": []}, "unknown arg"),
         ({"reload": "systemctl reload dnsmasq"}, "args.reload must be list"),
         ({"reload": []}, "argv list"),
-        ({"format": "rpz", "output": "/x", "install": "block"}, "needs install 'file'"),
+        ({"format": "rpz", "output": "OUT", "install": "block"}, "needs install 'file'"),
         ({"format": "unbound", "output": None}, "args.output .* is required"),
         ({"format": "bind"}, "args.format must be one of"),
         ({"shrink_guard": 2}, "between 0 and 1"),
@@ -276,13 +276,17 @@ def test_default_args_are_safe() -> None:
         ({"sources": ["https:///no-host"]}, "not an http"),
         ({"output": "hosts"}, "args.output: 'hosts' must be an absolute path"),
         ({"deny_files": ["deny.txt"]}, "args.deny_files: 'deny.txt' must be an absolute path"),
-        ({"format": "dnsmasq", "output": "/x", "redirect_ip": "::1"}, "not an IPv4 address"),
+        ({"format": "dnsmasq", "output": "OUT", "redirect_ip": "::1"}, "not an IPv4 address"),
         ({"redirect_ipv6": "0.0.0.0"}, "not an IPv6 address"),
     ],
 )
 def test_bad_args_are_refused_before_anything_runs(tmp_path: Path, args: dict, message: str) -> None:
     full = module_args(tmp_path, [write_source(tmp_path, ["a.example.com"])])
-    full.update(args)
-    with pytest.raises(UsageError, match=message):
+    full.update({key: str(tmp_path / "out") if value == "OUT" else value for key, value in args.items()})
+    (tmp_path / "hosts").write_bytes(USER_BEFORE)
+    with pytest.raises(UsageError, match=message) as raised:
         main(full)
-    assert not (tmp_path / "hosts").exists()
+    assert "\n" not in str(raised.value)  # one line
+    assert (tmp_path / "hosts").read_bytes() == USER_BEFORE
+    assert not (tmp_path / "out").exists()
+    assert list((tmp_path / "state").iterdir()) == []
