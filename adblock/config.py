@@ -107,8 +107,13 @@ class Options:
             relative = [str(p) for p in paths if isinstance(p, str) and not p.startswith("/")]
             if relative:
                 raise UsageError(f"adblock: args.{key}: {relative[0]!r} must be an absolute path")
+        sources = _sources(values["sources"])
+        for source in sources:
+            # The installed list read back as a source would keep every name it ever blocked.
+            if source.local_path is not None and source.local_path.resolve() == Path(output).resolve():
+                raise UsageError(f"adblock: args.sources: {source.url!r} is the output file itself")
         return cls(
-            sources=_sources(values["sources"]),
+            sources=sources,
             format=fmt,
             output=Path(output),
             block=install == "block",

@@ -278,11 +278,13 @@ def test_default_args_are_safe() -> None:
         ({"deny_files": ["deny.txt"]}, "args.deny_files: 'deny.txt' must be an absolute path"),
         ({"format": "dnsmasq", "output": "OUT", "redirect_ip": "::1"}, "not an IPv4 address"),
         ({"redirect_ipv6": "0.0.0.0"}, "not an IPv6 address"),
+        ({"format": "domains", "output": "OUT", "sources": ["OUT"]}, "is the output file itself"),
     ],
 )
 def test_bad_args_are_refused_before_anything_runs(tmp_path: Path, args: dict, message: str) -> None:
     full = module_args(tmp_path, [write_source(tmp_path, ["a.example.com"])])
-    full.update({key: str(tmp_path / "out") if value == "OUT" else value for key, value in args.items()})
+    out = str(tmp_path / "out")
+    full.update({key: out if value == "OUT" else [out] if value == ["OUT"] else value for key, value in args.items()})
     (tmp_path / "hosts").write_bytes(USER_BEFORE)
     with pytest.raises(UsageError, match=message) as raised:
         main(full)
