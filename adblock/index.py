@@ -238,9 +238,9 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _reload(opts: Options, state: dict[str, Any], state_path: Path) -> None:
-    assert opts.reload is not None
-    run(list(opts.reload), timeout=opts.reload_timeout)
-    _save_state(state_path, state["fingerprint"], None, state["count"], installed_digest=state["installed"])
+    """Run the reload command (callers check there is one); once it succeeds, no reload is owed."""
+    run(list(opts.reload or ()), timeout=opts.reload_timeout)
+    _write_state(state_path, {**state, "reload_pending": False})
 
 
 def _unchanged(
@@ -276,13 +276,16 @@ def _save_state(
     count: int,
     *,
     reload_pending: bool = False,
-    installed_digest: str | None = None,
 ) -> dict[str, Any]:
     state = {
         "fingerprint": fingerprint,
-        "installed": installed_digest or _digest(installed),
+        "installed": _digest(installed),
         "count": count,
         "reload_pending": reload_pending,
     }
-    atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True) + "\n", mode=0o600)
+    _write_state(path, state)
     return state
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True) + "\n", mode=0o600)
