@@ -3,9 +3,10 @@
 Contract: `main(args)` fetches every source (conditional GET, cached last good copy as fallback), parses
 and merges them with the allow/deny rules, renders the chosen format and installs it: the managed block of
 /etc/hosts by default, or a whole file. It raises `UpdatesError` (nothing written) when no source gave a
-list or when the new list is below the shrink guard, and when the reload command fails. Unchanged content
-means no write, no reload and `{"changed": False}`; a run where every source answered "not modified" and
-nothing else changed returns before parsing anything. Under `dry_run` nothing is written (not even the
+list or when the new list is below the shrink guard, and when the reload command fails (the list is
+written by then; the next run retries the reload even if nothing changed). Unchanged content means no
+write, no reload and `{"changed": False}`; a run where every source answered "not modified" and nothing
+else changed returns before parsing anything. Under `dry_run` nothing is written (not even the
 cache) and the summary says what would change. Args are documented in README.md.
 """
 from __future__ import annotations
