@@ -48,6 +48,12 @@ def _fd_redirect(target_fd: int, source_fd: int) -> Iterator[None]:
         os.close(saved)
 
 
+def _flush_all() -> None:
+    for stream in {id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}.values():
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.flush()
+
+
 @contextlib.contextmanager
 def isolated(*, stdout_to_stderr: bool = False) -> Iterator[None]:
     cwd = Path.cwd()
@@ -62,9 +68,7 @@ def isolated(*, stdout_to_stderr: bool = False) -> Iterator[None]:
     handlers: dict[int, Any] = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main_thread else {}
     with contextlib.ExitStack() as stack:
         devnull = stack.enter_context(open(os.devnull, encoding="utf-8"))
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(AttributeError, ValueError, OSError):
-                stream.flush()
+        _flush_all()
         stack.enter_context(_fd_redirect(0, devnull.fileno()))
         if stdout_to_stderr:
             stack.enter_context(_fd_redirect(1, 2))
@@ -73,9 +77,8 @@ def isolated(*, stdout_to_stderr: bool = False) -> Iterator[None]:
         try:
             yield
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(AttributeError, ValueError, OSError):
-                    stream.flush()
+            # Before fd 1 is pointed back: text a module left in a buffer belongs where it wrote it.
+            _flush_all()
             sys.stdin, sys.stdout, sys.stderr = streams
             os.chdir(cwd)
             _restore_environ(environ)
