@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -25,37 +26,45 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Replace `path` with `data` atomically, keeping the old file's mode unless `mode` is given."""
-    path = Path(os.path.realpath(path))
-    owner: tuple[int, int] | None = None
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        owner = (st.st_uid, st.st_gid)
-        if mode is None:
-            mode = st.st_mode & 0o7777
-    if mode is None:
-        mode = 0o644
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def _replacing(dest: Path) -> Iterator[Path]:
+    """A temp file beside `dest`, renamed over it when the block succeeds and removed when it fails."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
-                with contextlib.suppress(PermissionError):  # only root may give a file away
-                    os.fchown(handle.fileno(), *owner)
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        tmp.replace(path)
+        yield tmp
+        tmp.replace(dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    fsync_dir(dest.parent)
+
+
+def _seal(fd: int, owner: tuple[int, int] | None, mode: int) -> None:
+    """Give the temp file its final owner (when we may) and mode, then flush it to disk."""
+    if owner is not None and owner != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(PermissionError):  # only root may give a file away
+            os.fchown(fd, *owner)
+    os.fchmod(fd, mode)  # after chown, which clears setuid/setgid bits
+    os.fsync(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Replace `path` with `data` atomically, keeping the old file's mode unless `mode` is given."""
+    path = Path(os.path.realpath(path))
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    owner = (st.st_uid, st.st_gid) if st is not None else None
+    if mode is None:
+        mode = st.st_mode & 0o7777 if st is not None else 0o644
+    with _replacing(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        _seal(handle.fileno(), owner, mode)
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:
@@ -69,21 +78,7 @@ def copy_file_atomic(source: Path, dest: Path, *, owner: tuple[int, int] | None 
     With `owner` (uid, gid) the copy gets that owner (when we may give files away) before it appears at
     `dest`, so there is no moment in which, say, a service's database belongs to root.
     """
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _replacing(dest) as tmp:
         shutil.copy2(source, tmp)
         with open(tmp, "rb+") as handle:
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
-                mode = os.fstat(handle.fileno()).st_mode & 0o7777
-                with contextlib.suppress(PermissionError):  # only root may give a file away
-                    os.fchown(handle.fileno(), *owner)
-                os.fchmod(handle.fileno(), mode)  # chown clears setuid/setgid bits: put the mode back
-            os.fsync(handle.fileno())
-        tmp.replace(dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(dest.parent)
+            _seal(handle.fileno(), owner, os.fstat(handle.fileno()).st_mode & 0o7777)

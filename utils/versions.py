@@ -22,9 +22,7 @@ Contract: these functions raise (`RollbackError` for a refusal, `LockHeld` when 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import shutil
 import socket
 import tempfile
@@ -34,9 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .checksum import compute_folder_sha256, read_checksum_file
-from .errors import ChecksumError, LockHeld, RollbackError, UpdatesError
+from .errors import ChecksumError, RollbackError, UpdatesError
 from .gitutil import PUSH_TIMEOUT, Git, TreeFile
-from .lock import run_lock
+from .lock import hold_existing_lock, run_lock
 from .manifest import NAME_RE, Entry, load_manifest, update_entry
 from .paths import Paths
 from .tags import ModuleTag, check_version, format_tag, newest_first, parse_tag
@@ -203,28 +201,6 @@ def push_tag(tag: str, *, git: Git, remote: str = "origin") -> None:
 
 
 @contextlib.contextmanager
-def _timer_lock(lock: Path) -> Iterator[None]:
-    """Hold the existing lock file `lock` as a run would (flock), without creating or writing it."""
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        yield  # removed since we looked: no run holds it
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise LockHeld(
-                f"a run of the timer holds the lock {lock} (pid {holder})",
-                hint="wait for it to finish; the lock is released when that process exits",
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
 def locked(paths: Paths, timer_state: Path | None = TIMER_STATE_DIR) -> Iterator[None]:
     """The run lock of `paths`, plus the timer's when it is another, existing file (see the docstring)."""
     with run_lock(paths):
@@ -233,7 +209,7 @@ def locked(paths: Paths, timer_state: Path | None = TIMER_STATE_DIR) -> Iterator
             yield
             return
         log.debug("also taking the timer's lock %s", other)
-        with _timer_lock(other):
+        with hold_existing_lock(other, f"a run of the timer holds the lock {other}"):
             yield
 
 
