@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from orchestrator_support import INIT_PY as ORCHESTRATOR_INIT_PY
 from updates.utils.checksum import compute_folder_sha256
 from updates.utils.paths import Paths
 from updates.utils.rollback import tag_module
@@ -25,19 +26,7 @@ from updates.utils.rollback import tag_module
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = "demo"
 
-INIT_PY = '''"""Demo module for the rollback tests: records which version ran."""
-import os
-
-from ..utils.index import compute_folder_sha256
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-try:
-    with open(os.path.join(_HERE, "checksum"), encoding="ascii") as _fh:
-        CHECKSUM = _fh.read().strip() or None
-except FileNotFoundError:
-    CHECKSUM = None
-LIVE_CHECKSUM = compute_folder_sha256(_HERE)
-'''
+INIT_PY = ORCHESTRATOR_INIT_PY  # the contract's __init__.py, as every module has it
 
 
 def index_py(version: str) -> str:
