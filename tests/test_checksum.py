@@ -124,3 +124,14 @@ def test_read_checksum_file(tmp_path):
     assert read_checksum_file(tmp_path) is None
     (tmp_path / "checksum").write_text("ab" * 32 + "\n")
     assert read_checksum_file(tmp_path) == "ab" * 32
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads directories whatever their mode")
+def test_unreadable_subdirectory_is_named(tmp_path):
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked").chmod(0)
+    try:
+        with pytest.raises(ChecksumError, match="locked"):
+            compute_folder_sha256(tmp_path)
+    finally:
+        (tmp_path / "locked").chmod(0o755)

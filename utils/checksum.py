@@ -90,7 +90,7 @@ def compute_folder_sha256(path: str | os.PathLike[str]) -> str:
     except FileNotFoundError as exc:
         raise ChecksumError(f"{top}: no such directory") from exc
     except OSError as exc:
-        raise ChecksumError(f"{top}: cannot read: {exc.strerror}") from exc
+        raise ChecksumError(f"{top}: cannot read {exc.filename or top}: {exc.strerror}") from exc
     files.sort(key=lambda f: f[0])
     big = [f[1] for f in files if f[2] >= _PARALLEL_MIN]
     digests: dict[str, str] = {}

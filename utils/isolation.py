@@ -56,7 +56,10 @@ def _flush_all() -> None:
 
 @contextlib.contextmanager
 def isolated(*, stdout_to_stderr: bool = False) -> Iterator[None]:
-    cwd = Path.cwd()
+    try:
+        cwd = Path.cwd()
+    except FileNotFoundError:  # started from a directory since removed: come back somewhere that exists
+        cwd = Path("/")
     environ = dict(os.environ)
     path = list(sys.path)
     argv = list(sys.argv)

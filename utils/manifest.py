@@ -97,7 +97,7 @@ def display_name(path: Path) -> str:
     """The manifest path as the user should see it: relative to the cwd when below it."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError):  # elsewhere, or started from a directory that no longer exists
         return str(path)
 
 
