@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import importlib.util
 import json
 import resource
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -40,12 +40,9 @@ NO_PARALLEL = 1 << 62
 # ---------------------------------------------------------------- worker side (a fresh process per job)
 
 def load_package() -> None:
+    # Module code is imported directly here, so no bytecode may be written (it would land in module dirs).
     sys.dont_write_bytecode = True
-    spec = importlib.util.spec_from_file_location("_updates_entry", ROOT / "index.py")
-    assert spec is not None and spec.loader is not None
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    entry.load_package()
+    runpy.run_path(str(ROOT / "index.py"))["load_package"]()
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:

@@ -9,8 +9,8 @@ body bytes and downloads. Target: 3 requests, 3 conditional, 3 x 304, 0 body byt
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
+import runpy
 import sys
 import tempfile
 import threading
@@ -54,12 +54,9 @@ class Api(BaseHTTPRequestHandler):
 
 
 def load_package() -> None:
+    # Module code is imported directly here, so no bytecode may be written (it would land in module dirs).
     sys.dont_write_bytecode = True
-    spec = importlib.util.spec_from_file_location("_updates_entry", ROOT / "index.py")
-    assert spec is not None and spec.loader is not None
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    entry.load_package()
+    runpy.run_path(str(ROOT / "index.py"))["load_package"]()
 
 
 def script(path: Path, line: str) -> None:

@@ -13,7 +13,7 @@ Target: peak within 30 MB of idle.  Usage: install_memory.py [--mb 200]
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -87,12 +87,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200)
     opts = parser.parse_args()
-    sys.dont_write_bytecode = True
-    spec = importlib.util.spec_from_file_location("_updates_entry", ROOT / "index.py")
-    assert spec is not None and spec.loader is not None
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    entry.load_package()
+    sys.dont_write_bytecode = True  # module code is imported directly: no bytecode into module dirs
+    runpy.run_path(str(ROOT / "index.py"))["load_package"]()
     from updates.atuin.index import main as atuin
 
     with tempfile.TemporaryDirectory() as tmp:

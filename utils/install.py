@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import CommandError, UpdatesError
 from .fsutil import copy_file_atomic, fsync_dir
@@ -79,6 +80,15 @@ class Saved:
 
     def restore(self) -> None:
         copy_file_atomic(self.copy, self.original, owner=self.owner)
+
+
+def raise_after_undo(exc: BaseException, what: str, note: str) -> NoReturn:
+    """Re-raise what stopped an install that was undone: errors we can explain become one InstallError
+    line; anything else (a module timeout, Ctrl-C) goes on as it was, after a log line."""
+    if not isinstance(exc, (UpdatesError, OSError)):
+        log.error("interrupted while installing %s%s", what, note)
+        raise exc
+    raise InstallError(f"{what} failed: {exc}{note}") from exc
 
 
 def give_to(path: Path, owner: tuple[int, int] | None) -> None:
@@ -207,10 +217,7 @@ def install_binary(
         # Undo on anything, a module timeout or Ctrl-C included: a stopped service or a half-done switch is
         # worse than the old version running. Errors we can explain become one InstallError line.
         note = _undo_binary(plan, Saved(target, backup, owner) if backup else None, extra_saved, was_active)
-        if not isinstance(exc, (UpdatesError, OSError)):
-            log.error("interrupted while installing %s %s%s", target.name, version, note)
-            raise
-        raise InstallError(f"{target.name} {version} failed: {exc}{note}") from exc
+        raise_after_undo(exc, f"{target.name} {version}", note)
     log.info("installed %s %s (backup %s)", target, version, backup)
     prune_backups(plan.backup_dir, target.name, plan.keep_backups)
     for extra in plan.extra_backups:

@@ -34,6 +34,7 @@ from .install import (
     VersionProbe,
     probe_version,
     prune_backups,
+    raise_after_undo,
     restart_after_undo,
     start_and_check,
     unique_path,
@@ -191,10 +192,7 @@ def install_directory(
             if switched
             else restart_after_undo(service, was_active)
         )
-        if not isinstance(exc, (UpdatesError, OSError)):
-            log.error("interrupted while installing %s %s%s", install_dir.name, version, note)
-            raise
-        raise InstallError(f"{install_dir.name} {version} failed: {exc}{note}") from exc
+        raise_after_undo(exc, f"{install_dir.name} {version}", note)
     log.info("installed %s %s; previous directory kept as %s", install_dir, version, backup)
     prune_backups(plan.backup_dir, install_dir.name, plan.keep_backups)
     return backup
