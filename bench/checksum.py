@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 runpy.run_path(str(ROOT / "index.py"))["load_package"]()
-from updates.utils.checksum import compute_folder_sha256  # noqa: E402
+from updates.utils.digest import compute_folder_sha256  # noqa: E402
 
 PIPELINE = (
     "find . -type f ! -path ./checksum ! -path '*/__pycache__/*' ! -path '*/.pytest_cache/*' "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 runpy.run_path(str(ROOT / "index.py"))["load_package"]()
-from updates.utils.checksum import compute_folder_sha256  # noqa: E402
+from updates.utils.digest import compute_folder_sha256  # noqa: E402
 
 INIT = (
     "import os\nfrom ..utils.index import compute_folder_sha256\n"

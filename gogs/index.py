@@ -20,13 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..utils.assets import Platform
-from ..utils.download import downloaded, sweep_stale
-from ..utils.extract import extract_tree
-from ..utils.install import ServicePlan, VersionProbe, installed_version
-from ..utils.install_dir import DirectoryInstall, install_directory
-from ..utils.release_args import ArgsError, path_arg, read_args, url_arg
-from ..utils.release_update import (
+from ..utils.release.assets import Platform
+from ..utils.release.download import downloaded, sweep_stale
+from ..utils.release.extract import extract_tree
+from ..utils.release.binary import ServicePlan, VersionProbe, installed_version
+from ..utils.release.appdir import DirectoryInstall, install_directory
+from ..utils.release.args import ArgsError, path_arg, read_args, url_arg
+from ..utils.release.update import (
     Context,
     decide,
     lookup,
@@ -35,8 +35,8 @@ from ..utils.release_update import (
     verified_asset,
     would_install,
 )
-from ..utils.releases import ReleaseError, Version
-from ..utils.service import gogs_database_ok
+from ..utils.release.github import ReleaseError, Version
+from ..utils.release.service import gogs_database_ok
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from orchestrator_support import INIT_PY as ORCHESTRATOR_INIT_PY
-from updates.utils.checksum import compute_folder_sha256
+from updates.utils.digest import compute_folder_sha256
 from updates.utils.paths import Paths
 from updates.utils.rollback import tag_module
 

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from updates.utils.checksum import compute_folder_sha256
+from updates.utils.digest import compute_folder_sha256
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from updates.utils.checksum import compute_folder_sha256, read_checksum_file
+from updates.utils.digest import compute_folder_sha256, read_checksum_file
 from updates.utils.errors import ChecksumError
 
 PIPELINE = (

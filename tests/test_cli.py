@@ -19,7 +19,7 @@ from orchestrator_support import (
     run_index,
     write_manifest,
 )
-from updates.utils.cli import main
+from updates.utils.orchestrator.cli import main
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from release_support import FakeGitHub, github_fixture, sha256  # noqa: F401 - fixture
-from updates.utils.download import (
+from updates.utils.release.download import (
     ChecksumMismatch,
     DownloadError,
     Expected,
@@ -21,7 +21,7 @@ from updates.utils.download import (
     parse_checksums,
 )
 from updates.utils.http import make_session
-from updates.utils.releases import Asset, GitHubReleases, RateLimitError, Release, ReleaseQuery
+from updates.utils.release.github import Asset, GitHubReleases, RateLimitError, Release, ReleaseQuery
 
 REPO = "filebrowser/filebrowser"
 NAME = "linux-amd64-filebrowser.tar.gz"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from release_support import atuin_archive, gogs_archive, tar_gz, tool_script
-from updates.utils.extract import ExtractError, extract_file, extract_tree, list_members
+from updates.utils.release.extract import ExtractError, extract_file, extract_tree, list_members
 
 MEMBER = "atuin-x86_64-unknown-linux-gnu/atuin"
 

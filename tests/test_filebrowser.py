@@ -18,10 +18,10 @@ from release_support import (  # noqa: F401 - fixtures
     tool_script,
 )
 from updates.filebrowser.index import main
-from updates.utils.download import DownloadError
-from updates.utils.install import InstallError
-from updates.utils.release_args import ArgsError
-from updates.utils.releases import RateLimitError
+from updates.utils.release.download import DownloadError
+from updates.utils.release.binary import InstallError
+from updates.utils.release.args import ArgsError
+from updates.utils.release.github import RateLimitError
 
 REPO = "filebrowser/filebrowser"
 ASSET = "linux-amd64-filebrowser.tar.gz"

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from updates.utils.history import (
+from updates.utils.report.history import (
     HISTORY_FILE,
     SCHEMA,
     append_run,
@@ -20,9 +20,9 @@ from updates.utils.history import (
     make_record,
     read_runs,
 )
-from updates.utils.history_view import format_history, format_run, history_json, last_run_cells
+from updates.utils.report.views import format_history, format_run, history_json, last_run_cells
 from updates.utils.paths import Paths
-from updates.utils.runner import ModuleResult
+from updates.utils.orchestrator.runner import ModuleResult
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 from release_support import ServiceRig, install_script, services_fixture, tool_script  # noqa: F401 - fixture
-from updates.utils.install import (
+from updates.utils.release.binary import (
     BinaryInstall,
     InstallError,
     ServicePlan,
@@ -16,9 +16,9 @@ from updates.utils.install import (
     install_binary,
     probe_version,
 )
-from updates.utils.install_dir import DirectoryInstall, install_directory
-from updates.utils.releases import Version
-from updates.utils.service import (
+from updates.utils.release.appdir import DirectoryInstall, install_directory
+from updates.utils.release.github import Version
+from updates.utils.release.service import (
     HealthCheck,
     HealthError,
     ServiceManager,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from updates.utils.errors import UpdatesError
-from updates.utils.metrics import (
+from updates.utils.report.metrics import (
     escape_label,
     parse_labels,
     previous_last_success,
@@ -17,7 +17,7 @@ from updates.utils.metrics import (
     render_metrics,
     write_metrics,
 )
-from updates.utils.runner import ModuleResult
+from updates.utils.orchestrator.runner import ModuleResult
 
 STARTED = 1_760_000_000.0
 FINISHED = STARTED + 42.5

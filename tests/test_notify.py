@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 from updates.utils.http import make_session
-from updates.utils.notify import (
+from updates.utils.report.notify import (
     NotifyConfig,
     notify_finished,
     ping_body,
@@ -210,7 +210,7 @@ def test_importing_notify_does_not_import_requests() -> None:
         "import sys, importlib.util\n"
         f"spec = importlib.util.spec_from_file_location('_e', {str(ROOT / 'index.py')!r})\n"
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.load_package()\n"
-        "import updates.utils.notify\n"
+        "import updates.utils.report.notify\n"
         "print('requests' in sys.modules)\n"
     )
     out = subprocess.run(
@@ -235,14 +235,14 @@ def test_delivery_errors_never_log_the_secret_parts_of_the_url(caplog: pytest.Lo
     ping = f"http://127.0.0.1:{port}/0b6d3f0e-secret-uuid"
     hook = f"http://user:hunter2@127.0.0.1:{port}/hooks/T0KEN?sig=s3cr3t"
     cfg = {"webhook": {"url": hook, "on": "always"}, "ping": ping}
-    with caplog.at_level("WARNING", logger="updates.utils.notify"):
+    with caplog.at_level("WARNING", logger="updates.utils.report.notify"):
         assert ping_start(cfg, FAST) is False
         assert notify_finished(cfg, REPORT, exit_ok=False, changed=False, session_factory=FAST) == {
             "webhook": False,
             "ping": False,
         }
     # Only our records: urllib3's own logger has a NullHandler and never reaches the orchestrator's log.
-    warnings = [r.getMessage() for r in caplog.records if r.name == "updates.utils.notify"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "updates.utils.report.notify"]
     assert len(warnings) == 3
     for secret in ("secret-uuid", "T0KEN", "s3cr3t", "hunter2", "/start", "/fail"):
         assert not any(secret in w for w in warnings), (secret, warnings)

@@ -10,7 +10,7 @@ from release_support import FakeGitHub, fixture_facts, github_fixture  # noqa: F
 from updates.atuin import index as atuin_mod
 from updates.filebrowser import index as filebrowser_mod
 from updates.gogs import index as gogs_mod
-from updates.utils.assets import (
+from updates.utils.release.assets import (
     NoAssetError,
     Platform,
     choose_asset,
@@ -19,7 +19,7 @@ from updates.utils.assets import (
     normalize_arch,
 )
 from updates.utils.http import make_session
-from updates.utils.releases import (
+from updates.utils.release.github import (
     GitHubReleases,
     RateLimitError,
     Release,
@@ -272,7 +272,7 @@ def test_unknown_repo_is_a_clear_error(github: FakeGitHub) -> None:
 def test_every_module_arg_is_documented_with_its_default(module: object) -> None:
     import re
 
-    from updates.utils.release_args import COMMON
+    from updates.utils.release.args import COMMON
 
     readme = (Path(module.__file__).parent / "README.md").read_text()
     documented = dict(re.findall(r"^\| `([a-z_]+)` \| (.+?) \|", readme, re.MULTILINE))

@@ -21,9 +21,9 @@ from git_support import (  # noqa: F401 - fixtures
     rollback_template_fixture,
     snapshot,
 )
-from updates.utils.checksum import compute_folder_sha256
+from updates.utils.digest import compute_folder_sha256
 from updates.utils.errors import RollbackError
-from updates.utils.gitutil import Git
+from updates.utils.vcs.git import Git
 from updates.utils.rollback import (
     STEPS,
     list_available_versions,
@@ -32,7 +32,7 @@ from updates.utils.rollback import (
     rollback_to_last_safe,
     tag_module,
 )
-from updates.utils.versions import perform_rollback
+from updates.utils.vcs.operations import perform_rollback
 
 UTC = timezone.utc
 

@@ -17,7 +17,7 @@ from orchestrator_support import (
     seal_module,
     write_manifest,
 )
-from updates.utils.cli import main
+from updates.utils.orchestrator.cli import main
 
 
 @pytest.fixture(autouse=True)

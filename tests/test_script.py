@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from updates.utils.deadline import deadline
 from updates.utils.errors import ChecksumError, ModuleTimeout
-from updates.utils.script import (
+from updates.utils.orchestrator.script import (
     run_script,
     script_checksum,
     validate_script_entry,

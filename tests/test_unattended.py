@@ -23,7 +23,7 @@ from orchestrator_support import (
     write_manifest,
 )
 from pytest_httpserver import HTTPServer
-from updates.utils.cli import main
+from updates.utils.orchestrator.cli import main
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="permission checks apply only to runs as root")
 

@@ -21,13 +21,13 @@ if __name__ == "__main__":  # run as a script: register the package, then run th
 
     raise SystemExit(_main(sys.argv[1:]))
 
-from .checksum import CHECKSUM_FILE, compute_folder_sha256, read_checksum_file
+from .digest import CHECKSUM_FILE, compute_folder_sha256, read_checksum_file
 from .errors import ChecksumError, ManifestError, UpdatesError
 from .fsutil import atomic_write_text
 from .lock import run_lock
 from .manifest import load_manifest, update_entry
+from .orchestrator.script import script_checksum
 from .paths import Paths
-from .script import script_checksum
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:

@@ -4,6 +4,6 @@ DESIGN.md promises modules this import path; the implementation lives in `checks
 """
 from __future__ import annotations
 
-from .checksum import compute_folder_sha256, read_checksum_file
+from .digest import compute_folder_sha256, read_checksum_file
 
 __all__ = ["compute_folder_sha256", "read_checksum_file"]

@@ -35,14 +35,14 @@ if __name__ == "__main__":  # run as a script: register the package, then run th
 
     raise SystemExit(_main(sys.argv[1:]))
 
-from .cli import Parser, ParserExit, report_early_error
 from .errors import LockHeld, UpdatesError
-from .gitutil import Git
 from .log import setup_logging
 from .manifest import load_manifest
+from .orchestrator.cli import Parser, ParserExit, report_early_error
 from .paths import Paths
-from .report import table
-from .versions import (
+from .report.views import table
+from .vcs.git import Git
+from .vcs.operations import (
     STEPS,
     TIMER_STATE_DIR,
     StepHook,

@@ -32,11 +32,12 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import UpdatesError
-from .fsutil import atomic_write_text
+from ..errors import UpdatesError
+from ..fsutil import atomic_write_text
+from ..results import Status
 
-STATUSES = ("ok", "changed", "failed", "skipped")
-SUCCESS = frozenset({"ok", "changed"})
+STATUSES = tuple(Status)
+SUCCESS = Status.succeeded()
 LAST_SUCCESS = "updates_module_last_success_timestamp_seconds"
 FILE_MODE = 0o644
 
@@ -155,7 +156,7 @@ def render_metrics(
             last_success[name] = finished
     if known_modules is not None:
         last_success = {k: v for k, v in last_success.items() if k in known_modules or k in modules}
-    run_ok = not interrupted and all(data.get("status") != "failed" for data in modules.values())
+    run_ok = not interrupted and all(data.get("status") != Status.FAILED for data in modules.values())
     carried = previous_results(previous_text)
     for name in sorted(carried):
         if name not in modules and (known_modules is None or name in known_modules):

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
-from .errors import ModuleLoadError
+from ..errors import ModuleLoadError
 
 PACKAGE = "updates"
 

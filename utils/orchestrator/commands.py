@@ -20,12 +20,10 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from types import FrameType
 
-from .checksum import compute_folder_sha256, read_checksum_file
-from .errors import ChecksumError, UnsafePermissions, UsageError
-from .history import last_status_by_module, read_runs
-from .history_view import format_history, history_json, last_run_cells
-from .lock import run_lock
-from .manifest import (
+from ..digest import compute_folder_sha256, read_checksum_file
+from ..errors import ChecksumError, UnsafePermissions, UsageError
+from ..lock import run_lock
+from ..manifest import (
     Entry,
     Manifest,
     display_name,
@@ -35,11 +33,12 @@ from .manifest import (
     utc_timestamp,
     validate,
 )
-from .notify import NotifyConfig
-from .paths import PACKAGE_ROOT, Paths
-from .permissions import FIX_HINT, check_ancestors, check_install, enforced
-from .publish import announce_start, publish, publish_refusal
-from .report import json_report, summary_text, table
+from ..paths import PACKAGE_ROOT, Paths
+from ..permissions import FIX_HINT, check_ancestors, check_install, enforced
+from ..report.history import last_status_by_module, read_runs
+from ..report.notify import NotifyConfig
+from ..report.publish import announce_start, publish, publish_refusal
+from ..report.views import format_history, history_json, json_report, last_run_cells, summary_text, table
 from .runner import FAILED, Runner, RunOptions, permission_problem
 from .script import script_checksum
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import UpdatesError
+from ..errors import UpdatesError
+from ..paths import Paths
+from ..results import ModuleResult, Status
 from .history import append_run, make_record
 from .metrics import read_previous, render_metrics, write_metrics
 from .notify import NotifyConfig, notify_finished, ping_start
-from .paths import Paths
-from .runner import CHANGED, ModuleResult
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def publish(
             config,
             json.loads(json.dumps(report)),
             exit_ok=exit_code == 0,
-            changed=any(r.status == CHANGED for r in results),
+            changed=any(r.status == Status.CHANGED for r in results),
         )
     except Exception as exc:  # a notification must never decide a run
         log.warning("notification failed: %s", exc)

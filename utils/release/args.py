@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import UpdatesError
-from .releases import DEFAULT_API
+from ..errors import UpdatesError
+from .github import DEFAULT_API
 
 RESERVED = ("name", "dry_run", "state_dir")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")

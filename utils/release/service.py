@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import requests
 
-from .errors import UpdatesError
-from .http import make_session
-from .proc import run
+from ..errors import UpdatesError
+from ..http import make_session
+from ..proc import run
 
 log = logging.getLogger(__name__)
 

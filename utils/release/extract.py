@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .errors import UpdatesError
+from ..errors import UpdatesError
 
 CHUNK = 256 * 1024
 

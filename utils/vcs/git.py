@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CommandError, RollbackError
-from .proc import run
+from ..errors import CommandError, RollbackError
+from ..proc import run
 
 DEFAULT_TIMEOUT = 30.0
 PUSH_TIMEOUT = 120.0

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import requests
 
+from ..errors import UpdatesError
+from ..http import make_session
+from .args import ArgsError, CommonArgs
 from .assets import Platform, choose_asset, detect_platform, libc_order
+from .binary import BinaryInstall, install_binary, installed_version
 from .download import Expected, check_verifiable, downloaded, expected_digest, sweep_stale
-from .errors import UpdatesError
 from .extract import extract_file
-from .http import make_session
-from .install import BinaryInstall, install_binary, installed_version
-from .release_args import ArgsError, CommonArgs
-from .releases import Asset, GitHubReleases, Release, ReleaseError, ReleaseQuery, Version
+from .github import Asset, GitHubReleases, Release, ReleaseError, ReleaseQuery, Version
 from .service import HealthCheck, ServiceManager
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""What `index.py history` and `index.py status` show of the run history.
+"""What the operator reads: run summaries, the JSON report, aligned tables, and the run history.
 
-Contract: pure functions from history records (as `utils.history.read_runs` returns them, newest first) to
-text; nothing here prints or touches files. Records written by a newer schema or damaged by hand are shown
-as far as they can be, never raising.
+Contract: pure functions from module results, table rows and history records (as `report.history.read_runs`
+returns them, newest first) to text; nothing here prints or touches files. Records written by a newer schema
+or damaged by hand are shown as far as they can be, never raising.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..results import ModuleResult, Status
 from .history import LastStatus
-from .report import table
 
-STATUS_ORDER = ("failed", "changed", "ok", "skipped")
+STATUS_ORDER = (Status.FAILED, Status.CHANGED, Status.OK, Status.SKIPPED)
 HISTORY_HEADERS = ["STARTED", "DURATION", "RESULT", "EXIT", "MODULES", "FAILED"]
 
 
@@ -66,13 +66,17 @@ def _cell(value: object) -> str:
     return str(value).replace("\n", " ")
 
 
+def _failed_with_error(module: Mapping[str, Any]) -> bool:
+    return module.get("status") == Status.FAILED and bool(module.get("error"))
+
+
 def format_history(runs: Sequence[Mapping[str, Any]]) -> str:
     """An aligned table, one row per run, in the order given (newest first from `read_runs`)."""
     if not runs:
         return "no runs recorded yet\n"
     rows = []
     for run in runs:
-        failed = [str(m.get("name", "?")) for m in _modules(run) if m.get("status") == "failed"]
+        failed = [str(m.get("name", "?")) for m in _modules(run) if m.get("status") == Status.FAILED]
         rows.append(
             [
                 _cell(run.get("started")),
@@ -101,7 +105,7 @@ def format_run(run: Mapping[str, Any]) -> str:
             _cell(m.get("name")),
             _cell(m.get("status")),
             format_duration(m.get("duration_s")),
-            _cell(m.get("error") if m.get("status") == "failed" and m.get("error") else m.get("summary")),
+            _cell(m.get("error") if _failed_with_error(m) else m.get("summary")),
         ]
         for m in modules
     ]
@@ -119,3 +123,49 @@ def last_run_cells(last: Mapping[str, LastStatus], name: str) -> tuple[str, str]
     if found is None:
         return "never", "-"
     return found.status, found.finished_at or "-"
+
+def summary_line(result: ModuleResult) -> str:
+    """`adblock: changed (1.2 -> 1.3) 2.1s`."""
+    detail = result.error if result.status == Status.FAILED and result.error else result.summary
+    text = f"{result.name}: {result.status}"
+    if detail:
+        text += f" ({detail})"
+    if result.status != Status.SKIPPED:
+        text += f" {result.duration_s:.1f}s"
+    return text
+
+
+def summary_text(
+    results: Sequence[ModuleResult], *, entrypoint: str, interrupted: bool, dry_run: bool
+) -> str:
+    if not results:
+        return f"nothing to do: {entrypoint} has no modules to run\n"
+    lines = [summary_line(r) for r in results]
+    counts = Counter(r.status for r in results)
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    tail = f"{len(results)} module{'s' if len(results) != 1 else ''}: {tally}"
+    if dry_run:
+        tail += " (dry run: nothing was changed)"
+    if interrupted:
+        tail += " (interrupted)"
+    lines.append(tail)
+    return "\n".join(lines) + "\n"
+
+
+def json_report(results: Sequence[ModuleResult], *, interrupted: bool, dry_run: bool, **extra: Any) -> str:
+    ok = not interrupted and all(r.status != Status.FAILED for r in results)
+    report = {"ok": ok, "dry_run": dry_run, "interrupted": interrupted, **extra}
+    report["modules"] = [r.as_dict() for r in results]
+    return json.dumps(report, indent=2) + "\n"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    ]
+    return "\n".join(lines) + "\n"

@@ -3,7 +3,7 @@
 Contract:
 - The script is a regular file directly in the root (a plain file name, no directory part, not a link).
   Its manifest `checksum` is required and is the plain SHA-256 of the file (`sha256sum update_foo.sh`);
-  `validate_script_entry` states the manifest rules, `verify_script` checks the digest.
+  `utils.schema.validate_script_entry` states the manifest rules, `verify_script` checks the digest.
 - `run_script(root, script, timeout=..., dry_run=..., log=...)` runs `bash <root>/<script>` with cwd `root`,
   stdin from /dev/null and an explicit environment: the safe base of `utils.proc` plus `UPDATES_ROOT`,
   `UPDATES_UTILS` (`<root>/config/utils.sh`, to `source`), `UPDATES_DRY_RUN` (`0`/`1`), `UPDATES_NAME`,
@@ -23,75 +23,27 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import signal
-import stat
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .checksum import HEX64_RE
-from .errors import ChecksumError
-from .proc import base_env
+from ..digest import script_checksum
+from ..errors import ChecksumError
+from ..proc import base_env
+from ..results import Status
+from ..schema import script_name_problem
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 3600.0
 KILL_GRACE = 5.0
 MAX_LINE = 64 * 1024
-SCRIPT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
-OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
-
-
-def script_name_problem(script: object) -> str | None:
-    """Why `script` is not an acceptable script name (None when it is)."""
-    if not isinstance(script, str) or not script:
-        return "must be a non-empty string"
-    if not SCRIPT_NAME_RE.match(script):
-        return f"must be a plain file name in the root (letters, digits, . _ + -), got {script!r}"
-    return None
-
-
-def script_checksum(path: Path) -> str:
-    """SHA-256 hex digest of the file; a link or a non-regular file raises ChecksumError."""
-    try:
-        # O_NONBLOCK: a FIFO planted under the script's name must not hang the run.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ChecksumError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ChecksumError(f"{path}: not a regular file")
-        digest = hashlib.sha256()
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def validate_script_entry(where: str, item: Mapping[str, Any], root: Path) -> list[str]:
-    """Manifest problems of an entry with a `script` key (`where` is e.g. `updates[4]`)."""
-    problems = []
-    script = item.get("script")
-    if problem := script_name_problem(script):
-        return [f"{where}.script: {problem}"]
-    path = Path(root) / str(script)
-    if path.is_symlink() or not path.is_file():
-        problems.append(f"{where}.script: {script} is not a regular file in {root}")
-    checksum = item.get("checksum")
-    if checksum is None:
-        problems.append(f"{where}.checksum: required for a script entry (sha256sum {script})")
-    elif not isinstance(checksum, str) or not HEX64_RE.match(checksum):
-        problems.append(f"{where}.checksum: must be 64 lowercase hex digits")
-    if "children" in item:
-        problems.append(f"{where}.children: a script entry cannot have children")
-    return problems
 
 
 def verify_script(root: Path, script: str, expected: str | None) -> str:
@@ -171,15 +123,15 @@ def _read_output(stream: Any, out_log: logging.Logger, label: str, tail: collect
         out_log.info("%s: %s", label, line)
 
 
-def _read_report(path: Path) -> tuple[str | None, str | None]:
+def _read_report(path: Path) -> tuple[Status | None, str | None]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return None, None
     status, _, summary = text.partition("\t")
-    if status not in (OK, CHANGED):
+    if status not in (Status.OK, Status.CHANGED):
         return None, None
-    return status, summary.strip() or None
+    return Status(status), summary.strip() or None
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -198,23 +150,24 @@ def run_script(
     honours_dry_run: bool = False,
     expected_checksum: str | None = None,
     kill_grace: float = KILL_GRACE,
-) -> tuple[str, str | None]:
+) -> tuple[Status, str | None]:
     """Run one legacy script; see the module docstring. Never raises for the script's own failures."""
     out_log = log or logging.getLogger(__name__)
     root = Path(root)
     label = name or script
     if problem := script_name_problem(script):
-        return FAILED, f"script {problem}"
+        return Status.FAILED, f"script {problem}"
     path = root / script
     if path.is_symlink() or not path.is_file():
-        return FAILED, f"{script}: not a regular file in {root}"
+        return Status.FAILED, f"{script}: not a regular file in {root}"
     if expected_checksum is not None:
         try:
             verify_script(root, script, expected_checksum)
         except ChecksumError as exc:
-            return FAILED, str(exc)
+            return Status.FAILED, str(exc)
     if dry_run and not honours_dry_run:
-        return SKIPPED, f"dry run: {script} not run (it does not declare that it honours UPDATES_DRY_RUN)"
+        why = "it does not declare that it honours UPDATES_DRY_RUN"
+        return Status.SKIPPED, f"dry run: {script} not run ({why})"
     limit = DEFAULT_TIMEOUT if not timeout or timeout <= 0 else float(timeout)
 
     with tempfile.TemporaryDirectory(prefix="updates-script-") as scratch:
@@ -241,7 +194,7 @@ def run_script(
                 close_fds=True,
             )
         except OSError as exc:
-            return FAILED, f"cannot start bash for {script}: {exc.strerror or exc}"
+            return Status.FAILED, f"cannot start bash for {script}: {exc.strerror or exc}"
         pgid = proc.pid  # start_new_session: the child leads its own session and process group
         tail: collections.deque[str] = collections.deque(maxlen=1)
         reader = threading.Thread(
@@ -273,10 +226,10 @@ def run_script(
 
     code = proc.wait()
     if timed_out:
-        return FAILED, f"timed out after {limit:g} s"
+        return Status.FAILED, f"timed out after {limit:g} s"
     last = _clip(tail[-1]) if tail else "no output"
     if code < 0:
-        return FAILED, f"killed by {signal.Signals(-code).name}: {last}"
+        return Status.FAILED, f"killed by {signal.Signals(-code).name}: {last}"
     if code != 0:
-        return FAILED, f"exit code {code}: {last}"
-    return reported_status or OK, reported_summary
+        return Status.FAILED, f"exit code {code}: {last}"
+    return reported_status or Status.OK, reported_summary

@@ -20,37 +20,24 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checksum import compute_folder_sha256, read_checksum_file
-from .deadline import deadline
-from .errors import ChecksumError, ModuleLoadError, ModuleTimeout, UnsafePermissions, UpdatesError
+from ..deadline import deadline
+from ..digest import compute_folder_sha256, read_checksum_file
+from ..errors import ChecksumError, ModuleLoadError, ModuleTimeout, UnsafePermissions, UpdatesError
+from ..manifest import Entry, Manifest
+from ..paths import Paths
+from ..permissions import FIX_HINT, check_file, check_tree
+from ..results import ModuleResult, Status
 from .isolation import isolated
 from .loader import load_main
-from .manifest import Entry, Manifest
-from .paths import Paths
-from .permissions import FIX_HINT, check_file, check_tree
 from .script import run_script
 
 log = logging.getLogger(__name__)
 
-OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
-
 _ACTIVE: contextvars.ContextVar[Runner] = contextvars.ContextVar("updates_runner")
-
-
-@dataclass
-class ModuleResult:
-    name: str
-    status: str
-    duration_s: float = 0.0
-    summary: str | None = None
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -115,14 +102,15 @@ def permission_problem(paths: Paths, entry: Entry) -> str | None:
     return f"{entry.name}: refusing to run: {problems[0]}{more}"
 
 
-def classify(returned: object) -> tuple[str, str | None]:
+def classify(returned: object) -> tuple[Status, str | None]:
     """Status and summary from what a module's main returned."""
     if isinstance(returned, dict):
         summary = returned.get("summary")
-        return (CHANGED if returned.get("changed") else OK), (str(summary) if summary is not None else None)
+        status = Status.CHANGED if returned.get("changed") else Status.OK
+        return status, (str(summary) if summary is not None else None)
     if returned is not None:
         log.warning("main returned %s; expected None or a dict, treating it as ok", type(returned).__name__)
-    return OK, None
+    return Status.OK, None
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -171,7 +159,7 @@ class Runner:
             for name in self.planned():
                 if name not in self._considered:
                     self._considered.add(name)
-                    self.results.append(ModuleResult(name, SKIPPED, summary="not run: interrupted"))
+                    self.results.append(ModuleResult(name, Status.SKIPPED, summary="not run: interrupted"))
         finally:
             _ACTIVE.reset(token)
         return self.results
@@ -219,7 +207,7 @@ class Runner:
     # -- one module ------------------------------------------------------------------------------------
     def _skip(self, entry: Entry, reason: str) -> None:
         log.info("%s: skipped (%s)", entry.name, reason)
-        self.results.append(ModuleResult(entry.name, SKIPPED, summary=reason))
+        self.results.append(ModuleResult(entry.name, Status.SKIPPED, summary=reason))
 
     def _run_module(self, entry: Entry, disabled_by: str | None) -> None:
         if entry.name in self._considered:
@@ -232,7 +220,7 @@ class Runner:
             self._skip(entry, "disabled" if disabled_by == entry.name else f"{disabled_by} is disabled")
             return
         result = self._call(entry)
-        if entry.children and entry.name not in self._children_ran and result.status != FAILED:
+        if entry.children and entry.name not in self._children_ran and result.status != Status.FAILED:
             log.warning(
                 "%s: main returned without running its children (%s); call run_children(args)",
                 entry.name,
@@ -242,12 +230,12 @@ class Runner:
             if child not in self._considered and self.manifest.entries[child].is_group is False:
                 self._considered.add(child)
                 reason = "not reached" if entry.name in self._children_ran else "not run"
-                self.results.append(ModuleResult(child, SKIPPED, summary=f"{reason} by {entry.name}"))
+                self.results.append(ModuleResult(child, Status.SKIPPED, summary=f"{reason} by {entry.name}"))
 
     def _call(self, entry: Entry) -> ModuleResult:
         started = time.monotonic()
         limit = None
-        result = ModuleResult(entry.name, FAILED)
+        result = ModuleResult(entry.name, Status.FAILED)
         # Appended before the call so that children run through run_children() are listed after it.
         self.results.append(result)
         log.info("%s: starting", entry.name)
@@ -299,13 +287,13 @@ class Runner:
         finally:
             if os.getpid() != self._pid:
                 # A module forked and its child returned here: it must not carry on our run.
-                os._exit(0 if result.status != FAILED else 1)
+                os._exit(0 if result.status != Status.FAILED else 1)
             result.duration_s = round(time.monotonic() - started, 3)
             self._succeeded(entry, result)
         return result
 
     def _succeeded(self, entry: Entry, result: ModuleResult) -> None:
-        if result.status != FAILED:
+        if result.status != Status.FAILED:
             log.info("%s: %s%s", entry.name, result.status, f" ({result.summary})" if result.summary else "")
             if self.on_success and not self.options.dry_run:
                 try:
@@ -329,7 +317,7 @@ class Runner:
             expected_checksum=entry.checksum,
         )
         result.status = status
-        if status == FAILED:
+        if status == Status.FAILED:
             result.error = text
             log.error("%s: failed: %s", entry.name, text)
         else:

@@ -29,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from .errors import CommandError, UpdatesError
-from .fsutil import copy_file_atomic, fsync_dir
-from .proc import run
-from .releases import Version
+from ..errors import CommandError, UpdatesError
+from ..fsutil import copy_file_atomic, fsync_dir
+from ..proc import run
+from .github import Version
 from .service import HealthCheck, ServiceManager, poll_health
 
 log = logging.getLogger(__name__)

@@ -3,9 +3,9 @@
 Contract:
 - The manifest may hold an optional top-level object
   `"notify": {"webhook": {"url": URL, "on": "failure"|"change"|"always", "timeout": SECONDS},
-  "ping": URL, "metrics_file": "/abs/path.prom"}`; every key is optional. `validate_notify(obj)` returns
-  its problems as `notify.webhook.url: ...` strings (empty list: valid), and `NotifyConfig.parse` turns a
-  valid object into a `NotifyConfig`.
+  "ping": URL, "metrics_file": "/abs/path.prom"}`; every key is optional. `utils.schema.validate_notify`
+  states its rules (the manifest checks them on load), and `NotifyConfig.parse` turns a valid object into
+  a `NotifyConfig`.
 - `ping_start(cfg, session_factory)` GETs `<ping>/start` when a run begins; `notify_finished(cfg, report,
   exit_ok, changed, session_factory)` POSTs `report` as JSON to the webhook when `on` asks for it (`failure`:
   the run failed; `change`: the run failed or a module changed something; `always`), and pings `<ping>` on
@@ -21,75 +21,21 @@ Contract:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..results import Status
+
 log = logging.getLogger(__name__)
 
-ON_VALUES = ("failure", "change", "always")
 DEFAULT_ON = "failure"
 DEFAULT_TIMEOUT = 5.0
-MAX_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 3.0
 RETRIES = 1
-_KEYS = {"webhook", "ping", "metrics_file"}
-_WEBHOOK_KEYS = {"url", "on", "timeout"}
 
 SessionFactory = Callable[..., Any]
-
-
-def _url_problem(value: object) -> str | None:
-    if not isinstance(value, str) or not value:
-        return "must be a non-empty string"
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"must be an http:// or https:// URL, got {value!r}"
-    if any(c.isspace() for c in value):
-        return "must not contain whitespace"
-    return None
-
-
-def _timeout_problem(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "must be a number of seconds"
-    if not 0 < value <= MAX_TIMEOUT:
-        return f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds"
-    return None
-
-
-def validate_notify(obj: object, where: str = "notify") -> list[str]:
-    """Problems in a manifest's `notify` object, each as `notify.<key>: <what is wrong>`."""
-    if not isinstance(obj, Mapping):
-        return [f"{where}: must be an object"]
-    problems = [f"{where}.{key}: unknown key" for key in obj if key not in _KEYS]
-    if "webhook" in obj:
-        hook = obj["webhook"]
-        if not isinstance(hook, Mapping):
-            problems.append(f"{where}.webhook: must be an object with at least a url")
-        else:
-            problems += [f"{where}.webhook.{key}: unknown key" for key in hook if key not in _WEBHOOK_KEYS]
-            if "url" not in hook:
-                problems.append(f"{where}.webhook.url: required")
-            elif problem := _url_problem(hook["url"]):
-                problems.append(f"{where}.webhook.url: {problem}")
-            if "on" in hook and hook["on"] not in ON_VALUES:
-                allowed = ", ".join(ON_VALUES)
-                problems.append(f"{where}.webhook.on: must be one of {allowed}, got {hook['on']!r}")
-            if "timeout" in hook and (problem := _timeout_problem(hook["timeout"])):
-                problems.append(f"{where}.webhook.timeout: {problem}")
-    if "ping" in obj and (problem := _url_problem(obj["ping"])):
-        problems.append(f"{where}.ping: {problem}")
-    if "metrics_file" in obj:
-        path = obj["metrics_file"]
-        if not isinstance(path, str) or not PurePosixPath(path).is_absolute():
-            problems.append(f"{where}.metrics_file: must be an absolute path")
-        elif not path.endswith(".prom"):
-            problems.append(f"{where}.metrics_file: must end in .prom (node_exporter reads only *.prom)")
-    return problems
 
 
 @dataclass(frozen=True)
@@ -102,7 +48,7 @@ class NotifyConfig:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any] | None) -> NotifyConfig:
-        """A config from a valid manifest `notify` object (see `validate_notify`); None: nothing set up."""
+        """A config from a valid manifest `notify` object; None or empty: nothing set up."""
         if not obj:
             return cls()
         hook = obj.get("webhook") or {}
@@ -147,7 +93,7 @@ def _timeouts(total: float) -> tuple[float, float]:
 
 
 def _default_factory(**kwargs: Any) -> Any:
-    from .http import make_session  # noqa: PLC0415 - requests is loaded only when something is sent
+    from ..http import make_session  # noqa: PLC0415 - requests is loaded only when something is sent
 
     return make_session(**kwargs)
 
@@ -214,7 +160,7 @@ def ping_body(report: Mapping[str, Any]) -> str:
     for module in report.get("modules") or ():
         if not isinstance(module, Mapping):
             continue
-        detail = module.get("error") if module.get("status") == "failed" else module.get("summary")
+        detail = module.get("error") if module.get("status") == Status.FAILED else module.get("summary")
         lines.append(f"{module.get('name')}: {module.get('status')}" + (f" ({detail})" if detail else ""))
     return "\n".join(lines) + "\n" if lines else "no modules ran\n"
 

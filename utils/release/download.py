@@ -30,8 +30,8 @@ from pathlib import Path
 
 import requests
 
-from .errors import UpdatesError
-from .releases import Asset, Release, check_rate_limit
+from ..errors import UpdatesError
+from .github import Asset, Release, check_rate_limit
 
 log = logging.getLogger(__name__)
 

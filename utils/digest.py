@@ -115,3 +115,19 @@ def read_checksum_file(module_dir: Path) -> str | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise ChecksumError(f"{module_dir}/{CHECKSUM_FILE}: unreadable: {exc}") from exc
+
+
+def script_checksum(path: Path) -> str:
+    """SHA-256 hex digest of the file; a link or a non-regular file raises ChecksumError."""
+    try:
+        # O_NONBLOCK: a FIFO planted under the script's name must not hang the run.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ChecksumError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ChecksumError(f"{path}: not a regular file")
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()

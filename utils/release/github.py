@@ -27,8 +27,8 @@ from typing import Any
 
 import requests
 
-from .errors import UpdatesError
-from .fsutil import atomic_write_text
+from ..errors import UpdatesError
+from ..fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 

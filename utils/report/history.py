@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .paths import Paths
+from ..paths import Paths
+from ..results import Status
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def make_record(
         "started": iso_utc(started),
         "finished": iso_utc(finished),
         "duration_s": round(max(end_ts - start_ts, 0.0), 3),
-        "ok": not interrupted and all(m["status"] != "failed" for m in modules),
+        "ok": not interrupted and all(m["status"] != Status.FAILED for m in modules),
         "exit_code": exit_code,
         "dry_run": dry_run,
         "interrupted": interrupted,
@@ -211,7 +212,7 @@ def last_status_by_module(
             if not isinstance(name, str) or not isinstance(status, str) or name in found:
                 continue
             entry = LastStatus(status, run.get("finished") if isinstance(run.get("finished"), str) else None)
-            if status == "skipped":
+            if status == Status.SKIPPED:
                 skipped.setdefault(name, entry)
             else:
                 found[name] = entry

@@ -26,9 +26,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UpdatesError
-from .fsutil import fsync_dir
-from .install import (
+from ..errors import UpdatesError
+from ..fsutil import fsync_dir
+from .binary import (
     InstallError,
     ServicePlan,
     VersionProbe,
@@ -40,7 +40,7 @@ from .install import (
     unique_path,
     utc_stamp,
 )
-from .releases import Version
+from .github import Version
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from ..errors import UpdatesError, UsageError
+from ..log import setup_logging
+from ..paths import Paths
 from .commands import EXIT_INTERRUPTED, HANDLERS
-from .errors import UpdatesError, UsageError
-from .log import setup_logging
-from .paths import Paths
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from .fsutil import fsync_dir
-from .gitutil import TreeFile
+from ..fsutil import fsync_dir
+from .git import TreeFile
 
 log = logging.getLogger(__name__)
 

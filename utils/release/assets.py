@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .releases import Asset, Release, ReleaseError
+from .github import Asset, Release, ReleaseError
 
 ARCH_ALIASES = {
     "x86_64": "x86_64",
