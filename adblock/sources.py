@@ -172,7 +172,7 @@ def _fetch_file(source: Source, path: Path, meta: dict[str, Any], max_bytes: int
 
 
 def _fetch_http(source: Source, session: Any, meta: dict[str, Any], max_bytes: int) -> Fetched:
-    import requests  # noqa: PLC0415 - the session's own library; imported where the network is used
+    from ..utils.http import RequestException  # noqa: PLC0415 - loaded only where the network is used
 
     headers = {}
     if meta.get("etag"):
@@ -198,7 +198,7 @@ def _fetch_http(source: Source, session: Any, meta: dict[str, Any], max_bytes: i
                 "etag": response.headers.get("ETag"),
                 "last_modified": response.headers.get("Last-Modified"),
             }
-    except requests.RequestException as exc:
+    except RequestException as exc:
         return Fetched(source, FAILED, reason=type(exc).__name__ + ": " + str(exc)[:200])
     if looks_like_html(body, content_type):
         return Fetched(source, FAILED, reason="returned an HTML page, not a list")

@@ -15,12 +15,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..utils.release.args import path_arg, read_args, url_arg
 from ..utils.release.assets import Platform
 from ..utils.release.binary import BinaryInstall, ServicePlan, VersionProbe
-from ..utils.release.args import path_arg, read_args, url_arg
-from ..utils.release.update import BinaryComponent, open_context, update_binaries
-from ..utils.release.github import Version
 from ..utils.release.service import json_status
+from ..utils.release.update import BinaryComponent, open_context, update_binaries
+from ..utils.release.version import Version
 
 log = logging.getLogger(__name__)
 

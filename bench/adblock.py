@@ -42,7 +42,7 @@ NO_PARALLEL = 1 << 62
 def load_package() -> None:
     # Module code is imported directly here, so no bytecode may be written (it would land in module dirs).
     sys.dont_write_bytecode = True
-    runpy.run_path(str(ROOT / "index.py"))["load_package"]()
+    runpy.run_path(str(ROOT / "utils" / "bootstrap.py"))["register_package"]()
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:

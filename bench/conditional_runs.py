@@ -56,7 +56,7 @@ class Api(BaseHTTPRequestHandler):
 def load_package() -> None:
     # Module code is imported directly here, so no bytecode may be written (it would land in module dirs).
     sys.dont_write_bytecode = True
-    runpy.run_path(str(ROOT / "index.py"))["load_package"]()
+    runpy.run_path(str(ROOT / "utils" / "bootstrap.py"))["register_package"]()
 
 
 def script(path: Path, line: str) -> None:

@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200)
     opts = parser.parse_args()
     sys.dont_write_bytecode = True  # module code is imported directly: no bytecode into module dirs
-    runpy.run_path(str(ROOT / "index.py"))["load_package"]()
+    runpy.run_path(str(ROOT / "utils" / "bootstrap.py"))["register_package"]()
     from updates.atuin.index import main as atuin
 
     with tempfile.TemporaryDirectory() as tmp:

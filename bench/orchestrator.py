@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-runpy.run_path(str(ROOT / "index.py"))["load_package"]()
+runpy.run_path(str(ROOT / "utils" / "bootstrap.py"))["register_package"]()
 from updates.utils.digest import compute_folder_sha256  # noqa: E402
 
 INIT = (

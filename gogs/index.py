@@ -20,12 +20,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..utils.release.assets import Platform
-from ..utils.release.download import downloaded, sweep_stale
-from ..utils.release.extract import extract_tree
-from ..utils.release.binary import ServicePlan, VersionProbe, installed_version
 from ..utils.release.appdir import DirectoryInstall, install_directory
 from ..utils.release.args import ArgsError, path_arg, read_args, url_arg
+from ..utils.release.assets import Platform
+from ..utils.release.binary import ServicePlan, VersionProbe, installed_version
+from ..utils.release.download import downloaded, sweep_stale
+from ..utils.release.extract import extract_tree
+from ..utils.release.github import ReleaseError
+from ..utils.release.service import gogs_database_ok
 from ..utils.release.update import (
     Context,
     decide,
@@ -35,8 +37,7 @@ from ..utils.release.update import (
     verified_asset,
     would_install,
 )
-from ..utils.release.github import ReleaseError, Version
-from ..utils.release.service import gogs_database_ok
+from ..utils.release.version import Version
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ from release_support import (  # noqa: F401 - fixtures
     tool_script,
 )
 from updates.atuin.index import main
+from updates.utils.release.args import ArgsError
 from updates.utils.release.assets import NoAssetError
+from updates.utils.release.binary import InstallError
 from updates.utils.release.download import ChecksumMismatch, UnverifiedAsset
 from updates.utils.release.extract import ExtractError
-from updates.utils.release.binary import InstallError
-from updates.utils.release.args import ArgsError
-from updates.utils.release.update import PartialUpdate
 from updates.utils.release.github import ReleaseError
+from updates.utils.release.update import PartialUpdate
 
 REPO = "atuinsh/atuin"
 TRIPLES = ("x86_64-unknown-linux-gnu", "x86_64-unknown-linux-musl", "aarch64-unknown-linux-gnu")

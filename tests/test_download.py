@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from release_support import FakeGitHub, github_fixture, sha256  # noqa: F401 - fixture
+from updates.utils.http import make_session
 from updates.utils.release.download import (
     ChecksumMismatch,
     DownloadError,
@@ -20,7 +21,6 @@ from updates.utils.release.download import (
     expected_digest,
     parse_checksums,
 )
-from updates.utils.http import make_session
 from updates.utils.release.github import Asset, GitHubReleases, RateLimitError, Release, ReleaseQuery
 
 REPO = "filebrowser/filebrowser"

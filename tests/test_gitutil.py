@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from git_support import MODULE, Repo, repo_fixture, rollback_template_fixture  # noqa: F401 - fixtures
 from updates.utils.errors import CommandError, RollbackError
-from updates.utils.vcs.git import Git, TreeFile
 from updates.utils.rollback import list_available_versions, rollback_module, tag_module
+from updates.utils.vcs.git import Git, TreeFile
 from updates.utils.vcs.tags import ModuleTag, format_tag, newest_first, parse_tag
 from updates.utils.vcs.treeswap import exchange, move_tree, write_tree
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 from release_support import ServiceRig, install_script, services_fixture, tool_script  # noqa: F401 - fixture
+from updates.utils.release.appdir import DirectoryInstall, install_directory
 from updates.utils.release.binary import (
     BinaryInstall,
     InstallError,
@@ -16,8 +17,6 @@ from updates.utils.release.binary import (
     install_binary,
     probe_version,
 )
-from updates.utils.release.appdir import DirectoryInstall, install_directory
-from updates.utils.release.github import Version
 from updates.utils.release.service import (
     HealthCheck,
     HealthError,
@@ -26,6 +25,7 @@ from updates.utils.release.service import (
     json_status,
     poll_health,
 )
+from updates.utils.release.version import Version
 
 PROBE = VersionProbe(("version",), r"^File Browser v([^/\s]+)/")
 OLD, NEW = Version(2, 63, 22), Version(2, 63, 23)

@@ -207,9 +207,8 @@ def test_importing_notify_does_not_import_requests() -> None:
     import subprocess
 
     code = (
-        "import sys, importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('_e', {str(ROOT / 'index.py')!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.load_package()\n"
+        "import sys, runpy\n"
+        f"runpy.run_path({str(ROOT / 'utils' / 'bootstrap.py')!r})['register_package']()\n"
         "import updates.utils.report.notify\n"
         "print('requests' in sys.modules)\n"
     )

@@ -10,6 +10,7 @@ from release_support import FakeGitHub, fixture_facts, github_fixture  # noqa: F
 from updates.atuin import index as atuin_mod
 from updates.filebrowser import index as filebrowser_mod
 from updates.gogs import index as gogs_mod
+from updates.utils.http import make_session
 from updates.utils.release.assets import (
     NoAssetError,
     Platform,
@@ -18,7 +19,6 @@ from updates.utils.release.assets import (
     libc_order,
     normalize_arch,
 )
-from updates.utils.http import make_session
 from updates.utils.release.github import (
     GitHubReleases,
     RateLimitError,

@@ -23,7 +23,6 @@ from git_support import (  # noqa: F401 - fixtures
 )
 from updates.utils.digest import compute_folder_sha256
 from updates.utils.errors import RollbackError
-from updates.utils.vcs.git import Git
 from updates.utils.rollback import (
     STEPS,
     list_available_versions,
@@ -32,6 +31,7 @@ from updates.utils.rollback import (
     rollback_to_last_safe,
     tag_module,
 )
+from updates.utils.vcs.git import Git
 from updates.utils.vcs.operations import perform_rollback
 
 UTC = timezone.utc

@@ -9,8 +9,8 @@ import pytest
 from git_support import MODULE, Repo, noon, repo_fixture, rollback_template_fixture  # noqa: F401 - fixtures
 from updates.utils.digest import compute_folder_sha256
 from updates.utils.errors import RollbackError
-from updates.utils.vcs.git import Git
 from updates.utils.rollback import list_available_versions, tag_module
+from updates.utils.vcs.git import Git
 
 UTC = timezone.utc
 

@@ -13,13 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: register the package, then run the package's copy of this file
+if __name__ == "__main__" and not __package__:  # run as a script: become part of the package first
     import runpy
 
-    runpy.run_path(str(Path(__file__).resolve().parent.parent / "index.py"))["load_package"]()
-    from updates.utils.checksummer import main as _main
-
-    raise SystemExit(_main(sys.argv[1:]))
+    _bootstrap = runpy.run_path(str(Path(__file__).resolve().with_name("bootstrap.py")))
+    __package__ = _bootstrap["script_package"](__file__)
 
 from .digest import CHECKSUM_FILE, compute_folder_sha256, read_checksum_file
 from .errors import ChecksumError, ManifestError, UpdatesError
@@ -103,3 +101,7 @@ def _process(paths: Paths, opts: argparse.Namespace) -> int:
     if opts.check and not problems:
         sys.stdout.write(f"all {len(opts.names or modules)} checksums current\n")
     return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -9,7 +9,9 @@ Contract of `make_session()`:
 - an optional bearer token sent only to `token_origin` (the API's scheme, host and port), never to
   another origin, and never carried over a redirect to another host.
 
-`requests` is imported here and only here, so commands that need no network do not pay for it.
+`requests` is imported here and only here: the rest of the code takes its types (`Session`, `Response`)
+and exceptions (`RequestException`, `Timeout`) from this module, and code that may run without network
+(notifications) imports this module lazily, so commands that need no network do not pay for it.
 """
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+Session = requests.Session
+Response = requests.Response
+RequestException = requests.RequestException
+Timeout = requests.Timeout
 
 USER_AGENT = "updates-orchestrator/1.0 (+self-hosted update runner)"
 DEFAULT_TIMEOUT = (10.0, 60.0)

@@ -26,19 +26,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":  # run as a script: register the package, then run the package's copy of this file
+if __name__ == "__main__" and not __package__:  # run as a script: become part of the package first
     import runpy
 
-    runpy.run_path(str(Path(__file__).resolve().parent.parent / "index.py"))["load_package"]()
     sys.dont_write_bytecode = True
-    from updates.utils.rollback import main as _main
+    _bootstrap = runpy.run_path(str(Path(__file__).resolve().with_name("bootstrap.py")))
+    __package__ = _bootstrap["script_package"](__file__)
 
-    raise SystemExit(_main(sys.argv[1:]))
-
+from .cliparse import Parser, ParserExit, report_early_error
 from .errors import LockHeld, UpdatesError
 from .log import setup_logging
 from .manifest import load_manifest
-from .orchestrator.cli import Parser, ParserExit, report_early_error
 from .paths import Paths
 from .report.views import table
 from .vcs.git import Git
@@ -281,3 +279,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None, git: Git |
         if hint:
             sys.stderr.write(f"hint: {hint}\n")
         return getattr(exc, "exit_code", 1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

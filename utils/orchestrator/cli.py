@@ -13,35 +13,18 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
+from ..cliparse import Parser, ParserExit, report_early_error
 from ..errors import UpdatesError, UsageError
 from ..log import setup_logging
 from ..paths import Paths
-from .commands import EXIT_INTERRUPTED, HANDLERS
+from .command_inspect import cmd_history, cmd_status, cmd_verify
+from .command_run import EXIT_INTERRUPTED, cmd_run
 
 log = logging.getLogger(__name__)
 
 COMMANDS = ("run", "status", "verify", "history")
 _VALUE_OPTIONS = ("--manifest",)
-
-
-class ParserExit(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports instead of exiting, so that `main` stays the only place choosing exit codes."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            sys.stderr.write(message)
-        raise ParserExit(status)
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -137,12 +120,7 @@ def _with_command(argv: Sequence[str]) -> list[str]:
     return ["run", *args]
 
 
-def report_early_error(exc: UpdatesError) -> int:
-    """Before logging is set up: the one line and hint on stderr; returns the exit code."""
-    sys.stderr.write(f"error: {exc}\n")
-    if exc.hint:
-        sys.stderr.write(f"hint: {exc.hint}\n")
-    return exc.exit_code
+HANDLERS = {"run": cmd_run, "status": cmd_status, "verify": cmd_verify, "history": cmd_history}
 
 
 def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:

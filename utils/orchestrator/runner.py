@@ -28,8 +28,8 @@ from ..deadline import deadline
 from ..digest import compute_folder_sha256, read_checksum_file
 from ..errors import ChecksumError, ModuleLoadError, ModuleTimeout, UnsafePermissions, UpdatesError
 from ..manifest import Entry, Manifest
-from ..paths import Paths
-from ..permissions import FIX_HINT, check_file, check_tree
+from ..paths import PACKAGE_ROOT, Paths
+from ..permissions import FIX_HINT, check_ancestors, check_file, check_install, check_tree
 from ..results import ModuleResult, Status
 from .isolation import isolated
 from .loader import load_main
@@ -100,6 +100,14 @@ def permission_problem(paths: Paths, entry: Entry) -> str | None:
         return None
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{entry.name}: refusing to run: {problems[0]}{more}"
+
+
+def install_problems(paths: Paths) -> list[str]:
+    """What makes the installation unsafe for root to run: our own code, the manifest, their directories."""
+    problems = check_install(PACKAGE_ROOT, paths.manifest)
+    if paths.root != PACKAGE_ROOT:
+        problems += [p for p in check_ancestors(paths.root) if p not in problems]
+    return problems
 
 
 def classify(returned: object) -> tuple[Status, str | None]:

@@ -40,7 +40,7 @@ from .binary import (
     unique_path,
     utc_stamp,
 )
-from .github import Version
+from .version import Version
 
 log = logging.getLogger(__name__)
 

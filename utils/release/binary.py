@@ -32,8 +32,8 @@ from typing import NoReturn
 from ..errors import CommandError, UpdatesError
 from ..fsutil import copy_file_atomic, fsync_dir
 from ..proc import run
-from .github import Version
 from .service import HealthCheck, ServiceManager, poll_health
+from .version import Version
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from ..errors import UpdatesError
+from ..http import RequestException, Response, Session
 from .github import Asset, Release, check_rate_limit
 
 log = logging.getLogger(__name__)
@@ -74,14 +73,14 @@ def parse_checksums(text: str) -> dict[str, str]:
     return sums
 
 
-def _get_asset(session: requests.Session, asset: Asset) -> requests.Response:
+def _get_asset(session: Session, asset: Asset) -> Response:
     url = asset.api_url or asset.download_url
     try:
         # identity: the bytes on disk must be the published file; requests would silently gunzip a
         # `Content-Encoding: gzip` answer, and the size and SHA-256 checks would then fail.
         headers = {"Accept": "application/octet-stream", "Accept-Encoding": "identity"}
         response = session.get(url, headers=headers, stream=True)
-    except requests.RequestException as exc:
+    except RequestException as exc:
         raise DownloadError(f"cannot download {asset.name}: {exc}") from exc
     if response.status_code != 200:
         with contextlib.closing(response):
@@ -96,7 +95,7 @@ def _get_asset(session: requests.Session, asset: Asset) -> requests.Response:
     return response
 
 
-def _fetch_small(session: requests.Session, asset: Asset) -> str:
+def _fetch_small(session: Session, asset: Asset) -> str:
     with contextlib.closing(_get_asset(session, asset)) as response:
         data = b""
         try:
@@ -106,13 +105,13 @@ def _fetch_small(session: requests.Session, asset: Asset) -> str:
                     raise DownloadError(
                         f"{asset.name}: checksum file larger than {CHECKSUM_FILE_LIMIT} bytes"
                     )
-        except requests.RequestException as exc:
+        except RequestException as exc:
             raise DownloadError(f"cannot download {asset.name}: {exc}") from exc
     return data.decode("utf-8", "replace")
 
 
 def expected_digest(
-    session: requests.Session, release: Release, asset: Asset, checksum_files: Sequence[str]
+    session: Session, release: Release, asset: Asset, checksum_files: Sequence[str]
 ) -> Expected:
     """The SHA-256 `asset` must have, from the API digest or the first checksum file that lists it."""
     if asset.sha256:
@@ -146,7 +145,7 @@ def check_verifiable(asset: Asset, expected: Expected, *, allow_unverified: bool
 
 
 def download_asset(
-    session: requests.Session,
+    session: Session,
     asset: Asset,
     dest_dir: Path,
     expected: Expected,
@@ -177,7 +176,7 @@ def download_asset(
                         )
                     digest.update(chunk)
                     out.write(chunk)
-            except requests.RequestException as exc:
+            except RequestException as exc:
                 raise DownloadError(
                     f"download of {asset.name} broke off after {received} of {asset.size} bytes: {exc}"
                 ) from exc
@@ -223,7 +222,7 @@ def sweep_stale(directory: Path, patterns: Sequence[str], *, older_than: float =
 
 @contextlib.contextmanager
 def downloaded(
-    session: requests.Session,
+    session: Session,
     asset: Asset,
     dest_dir: Path,
     expected: Expected,

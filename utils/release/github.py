@@ -1,8 +1,6 @@
-"""GitHub release lookup: versions, release/asset records and a conditional-request cache.
+"""GitHub release lookup: release/asset records and a conditional-request cache.
 
 Contract:
-- `Version.parse` understands the tags these projects use (`v18.19.0`, `0.14.3`, `v18.20.0-beta.3`) and
-  returns None for anything else (`latest-commit-build`), so non-version tags never win a comparison.
 - `GitHubReleases.lookup(query)` asks `GET /repos/{owner}/{repo}/releases/latest`, or
   `/releases/tags/{tag}` for a pinned version, or the release list when prereleases are wanted, with the
   API's `Accept` and `X-GitHub-Api-Version` headers. Each response's ETag is cached (atomically) in the
@@ -16,7 +14,6 @@ The session is passed in (see `utils/http.make_session`), so the token and retry
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import re
@@ -25,16 +22,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from ..errors import UpdatesError
 from ..fsutil import atomic_write_text
+from ..http import RequestException, Response, Session
+from .version import Version
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API = "https://api.github.com"
 API_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
@@ -48,43 +44,6 @@ class RateLimitError(ReleaseError):
 
 class ReleaseNotFound(ReleaseError):
     """The API answered 404: no such repository, release or tag."""
-
-
-@functools.total_ordering
-@dataclass(frozen=True)
-class Version:
-    major: int
-    minor: int
-    patch: int
-    pre: str | None = None
-
-    @classmethod
-    def parse(cls, text: str | None) -> Version | None:
-        match = _VERSION_RE.match((text or "").strip())
-        if not match:
-            return None
-        major, minor, patch, pre = match.groups()
-        return cls(int(major), int(minor), int(patch or 0), pre)
-
-    def _key(self) -> tuple[Any, ...]:
-        # A prerelease sorts before its release; its dot-separated parts compare numerically when numeric.
-        pre: tuple[Any, ...] = (1,)
-        if self.pre is not None:
-            pre = (0, *((0, int(p), "") if p.isdigit() else (1, 0, p) for p in self.pre.split(".")))
-        return (self.major, self.minor, self.patch, pre)
-
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key() < other._key()
-
-    @property
-    def minor_series(self) -> tuple[int, int]:
-        return (self.major, self.minor)
-
-    def __str__(self) -> str:
-        base = f"{self.major}.{self.minor}.{self.patch}"
-        return f"{base}-{self.pre}" if self.pre else base
 
 
 @dataclass(frozen=True)
@@ -168,7 +127,7 @@ def rate_limit_reset(headers: Any) -> str | None:
     return datetime.fromtimestamp(stamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_rate_limit(response: requests.Response) -> None:
+def check_rate_limit(response: Response) -> None:
     """Raise `RateLimitError` when `response` is GitHub's primary or secondary rate-limit refusal."""
     if response.status_code not in (403, 429):
         return
@@ -189,7 +148,7 @@ class GitHubReleases:
 
     def __init__(
         self,
-        session: requests.Session,
+        session: Session,
         api_base: str = DEFAULT_API,
         cache_dir: Path | None = None,
         *,
@@ -273,7 +232,7 @@ class GitHubReleases:
             headers["If-None-Match"] = entry["etag"]
         try:
             response = self.session.get(url, headers=headers)
-        except requests.RequestException as exc:
+        except RequestException as exc:
             raise ReleaseError(f"cannot reach the GitHub API at {self.api_base}: {exc}") from exc
         self.requests_sent += 1
         with contextlib.closing(response):

@@ -18,10 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import requests
-
 from ..errors import UpdatesError
-from ..http import make_session
+from ..http import RequestException, Session, Timeout, make_session
 from ..proc import run
 
 log = logging.getLogger(__name__)
@@ -79,7 +77,7 @@ def gogs_database_ok(body: str) -> bool:
 gogs_database_ok.__doc__ = "body line '* Database connection: OK'"
 
 
-def health_session() -> requests.Session:
+def health_session() -> Session:
     """No retries inside one poll, short timeouts, and never a proxy from the environment: the endpoint is
     this machine's service, and an `HTTPS_PROXY` set for GitHub must not turn every upgrade into a
     rollback."""
@@ -94,12 +92,12 @@ class HealthCheck:
     accept: Callable[[str], bool]
     timeout_s: float = 60.0
     interval_s: float = 1.0
-    session_factory: Callable[[], requests.Session] = field(default=health_session, compare=False)
+    session_factory: Callable[[], Session] = field(default=health_session, compare=False)
 
 
-def short_reason(exc: requests.RequestException) -> str:
+def short_reason(exc: RequestException) -> str:
     """One short phrase for a failed health request (`connection refused`), not urllib3's paragraph."""
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, Timeout):
         return "no answer in time (timeout)"
     cause: BaseException | None = exc
     while cause is not None:
@@ -138,7 +136,7 @@ def poll_health(
                 else:
                     log.info("%s is healthy", check.url)
                     return
-            except requests.RequestException as exc:
+            except RequestException as exc:
                 reason = short_reason(exc)
             if clock() >= deadline:
                 raise HealthError(f"{check.url} not healthy after {check.timeout_s:g} s: {reason}")

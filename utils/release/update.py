@@ -24,17 +24,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from ..errors import UpdatesError
-from ..http import make_session
+from ..http import Session, make_session
 from .args import ArgsError, CommonArgs
 from .assets import Platform, choose_asset, detect_platform, libc_order
 from .binary import BinaryInstall, install_binary, installed_version
 from .download import Expected, check_verifiable, downloaded, expected_digest, sweep_stale
 from .extract import extract_file
-from .github import Asset, GitHubReleases, Release, ReleaseError, ReleaseQuery, Version
+from .github import Asset, GitHubReleases, Release, ReleaseError, ReleaseQuery
 from .service import HealthCheck, ServiceManager
+from .version import Version
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class PartialUpdate(UpdatesError):
 @dataclass(frozen=True)
 class Context:
     common: CommonArgs
-    session: requests.Session
+    session: Session
     releases: GitHubReleases
     platform: Platform
     libcs: tuple[str, ...]  # libc flavours to accept, best first
