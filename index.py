@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Entry point: `python index.py [run|status|verify|history] ...`; the command line lives in utils/orchestrator/."""
+"""Entry point: `python index.py [run|status|verify|history] ...`; the CLI lives in utils/orchestrator/."""
 from __future__ import annotations
 
 import runpy

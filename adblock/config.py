@@ -1,8 +1,9 @@
 """The module's args: defaults, type checks and typo detection, before anything is fetched or written.
 
 Contract: `Options.from_args(args)` returns the validated options; an unknown key, a wrong type or an
-unsafe value raises `UsageError` naming the key. Defaults are safe for a server: a well-known set of public
-lists, installed as a managed block in /etc/hosts, a shrink guard of one half, no reload command.
+unsafe value raises `ArgsError` (`args.<key>: ...`, the shape `utils.argspec` gives every module).
+Defaults are safe for a server: a well-known set of public lists, installed as a managed block in
+/etc/hosts, a shrink guard of one half, no reload command.
 """
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..utils.errors import UsageError
+from ..utils.argspec import arg_error, read_spec
 from .render import FORMATS
 from .sources import Source, source_name
 
-RESERVED_KEYS = ("name", "dry_run", "state_dir")
 DEFAULT_SOURCES = (
     "https://raw.githubusercontent.com/StevenBlack/hosts/master/hosts",
     "https://adaway.org/hosts.txt",
@@ -80,38 +80,29 @@ class Options:
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> Options:
-        unknown = sorted(set(args) - set(ARG_SPEC) - set(RESERVED_KEYS))
-        if unknown:
-            raise UsageError(f"adblock: unknown arg(s) {', '.join(unknown)}; see adblock/README.md")
-        values: dict[str, Any] = {}
-        for key, (default, types) in ARG_SPEC.items():
-            value = args.get(key, default)
-            wrong_bool = isinstance(value, bool) != (bool in types)  # True is an int too
-            if value is not None and (not isinstance(value, types) or wrong_bool):
-                raise UsageError(f"adblock: args.{key} must be {' or '.join(t.__name__ for t in types)}")
-            values[key] = value
+        values = read_spec(args, ARG_SPEC)
         fmt = values["format"]
         if fmt not in FORMATS:
-            raise UsageError(f"adblock: args.format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+            raise arg_error("format", f"must be one of {', '.join(FORMATS)}, not {fmt!r}")
         install = values["install"] or ("block" if fmt == "hosts" else "file")
         if install not in ("block", "file"):
-            raise UsageError("adblock: args.install must be 'block' or 'file'")
+            raise arg_error("install", "must be 'block' or 'file'")
         if install == "block" and fmt not in BLOCK_FORMATS:
-            raise UsageError(f"adblock: format {fmt} has no '#' comments, so it needs install 'file'")
+            raise arg_error("install", f"format {fmt} has no '#' comments, so it needs install 'file'")
         output = values["output"] or (DEFAULT_HOSTS if fmt == "hosts" else None)
         if not output:
-            raise UsageError(f"adblock: args.output (the file to write) is required for format {fmt}")
+            raise arg_error("output", f"the file to write is required for format {fmt}")
         # A relative path would depend on the directory the timer happens to start in.
         for key, paths in (("output", [output]), ("allow_files", values["allow_files"]),
                            ("deny_files", values["deny_files"])):
             relative = [str(p) for p in paths if isinstance(p, str) and not p.startswith("/")]
             if relative:
-                raise UsageError(f"adblock: args.{key}: {relative[0]!r} must be an absolute path")
+                raise arg_error(key, f"{relative[0]!r} must be an absolute path")
         sources = _sources(values["sources"])
         for source in sources:
             # The installed list read back as a source would keep every name it ever blocked.
             if source.local_path is not None and source.local_path.resolve() == Path(output).resolve():
-                raise UsageError(f"adblock: args.sources: {source.url!r} is the output file itself")
+                raise arg_error("sources", f"{source.url!r} is the output file itself")
         return cls(
             sources=sources,
             format=fmt,
@@ -142,7 +133,7 @@ class Options:
 def _strings(value: list[Any], key: str) -> tuple[str, ...]:
     for index, item in enumerate(value):
         if not isinstance(item, str):
-            raise UsageError(f"adblock: args.{key}[{index}] must be a string")
+            raise arg_error(f"{key}[{index}]", "must be a string")
     return tuple(value)
 
 
@@ -154,17 +145,17 @@ def _sources(value: list[Any]) -> tuple[Source, ...]:
         elif isinstance(item, dict) and isinstance(item.get("url"), str) and set(item) <= {"url", "name"}:
             url, name = item["url"], item.get("name")
         else:
-            raise UsageError(f'adblock: args.sources[{index}] must be a URL or {{"url": ..., "name": ...}}')
+            raise arg_error(f"sources[{index}]", 'must be a URL or {"url": ..., "name": ...}')
         parts = urlsplit(url)
         if url.startswith("/") or (parts.scheme == "file" and parts.netloc in ("", "localhost")):
             pass
         elif parts.scheme == "file":
-            raise UsageError(f"adblock: args.sources[{index}]: {url!r}: a file URL is file:///absolute/path")
+            raise arg_error(f"sources[{index}]", f"{url!r}: a file URL is file:///absolute/path")
         elif parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"adblock: args.sources[{index}]: {url!r} is not an http(s):// or file:// URL")
+            raise arg_error(f"sources[{index}]", f"{url!r} is not an http(s):// or file:// URL")
         sources.append(Source(url, str(name) if name else source_name(url)))
     if len({s.url for s in sources}) != len(sources):
-        raise UsageError("adblock: args.sources lists the same URL twice")
+        raise arg_error("sources", "lists the same URL twice")
     return tuple(sources)
 
 
@@ -172,28 +163,28 @@ def _ip(value: str, key: str, version: int | None = None) -> str:
     try:
         address = ipaddress.ip_address(value)
     except ValueError as exc:
-        raise UsageError(f"adblock: args.{key}: {value!r} is not an IP address") from exc
+        raise arg_error(key, f"{value!r} is not an IP address") from exc
     if version is not None and address.version != version:
-        raise UsageError(f"adblock: args.{key}: {value!r} is not an IPv{version} address")
+        raise arg_error(key, f"{value!r} is not an IPv{version} address")
     return str(address)
 
 
 def _fraction(value: float, key: str) -> float:
     if not 0 <= value <= 1:
-        raise UsageError(f"adblock: args.{key} must be between 0 and 1")
+        raise arg_error(key, "must be between 0 and 1")
     return float(value)
 
 
 def _positive(value: float, key: str) -> float:
     if value <= 0:
-        raise UsageError(f"adblock: args.{key} must be positive")
+        raise arg_error(key, "must be positive")
     return float(value)
 
 
 def _timeout(value: Any) -> tuple[float, float]:
     if isinstance(value, list):
         if len(value) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in value):
-            raise UsageError("adblock: args.http_timeout must be seconds or [connect, read] seconds")
+            raise arg_error("http_timeout", "must be seconds or [connect, read] seconds")
         return float(value[0]), float(value[1])
     seconds = _positive(value, "http_timeout")
     return seconds, seconds
@@ -203,5 +194,5 @@ def _reload(value: list[Any] | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     if not value or not all(isinstance(v, str) and v for v in value):
-        raise UsageError('adblock: args.reload must be an argv list like ["systemctl", "reload", "dnsmasq"]')
+        raise arg_error("reload", 'must be an argv list like ["systemctl", "reload", "dnsmasq"]')
     return tuple(value)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..utils.errors import UsageError
+from ..utils.argspec import ArgsError
 from .domains import INVALID, RESERVED, normalize
 from .parallel import unique_sorted
 
@@ -75,22 +75,22 @@ class RuleSet:
 def _name(raw: str, origin: str) -> str:
     name = normalize(raw)
     if name in (INVALID, RESERVED):
-        raise UsageError(f"{origin}: {raw!r} is not a blockable domain name ({name})")
+        raise ArgsError(f"{origin}: {raw!r} is not a blockable domain name ({name})")
     return name
 
 
 def add_rule(rules: RuleSet, rule: str, origin: str, *, allow_regex: bool = True) -> None:
-    """Parse one rule string into `rules`; raises UsageError naming `origin` when it is malformed."""
+    """Parse one rule string into `rules`; raises ArgsError naming `origin` when it is malformed."""
     text = rule.strip()
     if not text:
         return
     if len(text) >= 2 and text[0] == "/" and text[-1] == "/":
         if not allow_regex:
-            raise UsageError(f"{origin}: regular expressions cannot add names ({text})")
+            raise ArgsError(f"{origin}: regular expressions cannot add names ({text})")
         try:
             rules.patterns.append(re.compile(text[1:-1]))
         except re.error as exc:
-            raise UsageError(f"{origin}: bad regular expression {text}: {exc}") from exc
+            raise ArgsError(f"{origin}: bad regular expression {text}: {exc}") from exc
     elif text.startswith("*."):
         rules.suffixes.add(_name(text[2:], origin))
     elif text.startswith("||") and text.endswith("^"):
@@ -100,13 +100,13 @@ def add_rule(rules: RuleSet, rule: str, origin: str, *, allow_regex: bool = True
 
 
 def read_rule_lines(path: Path) -> Iterable[tuple[int, str]]:
-    """(line number, rule) for each rule in a rule file; missing files raise UsageError."""
+    """(line number, rule) for each rule in a rule file; missing files raise ArgsError."""
     try:
         content = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise UsageError(f"rule file not found: {path}") from exc
+        raise ArgsError(f"rule file not found: {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read rule file {path}: {exc}") from exc
+        raise ArgsError(f"cannot read rule file {path}: {exc}") from exc
     for number, line in enumerate(content.splitlines(), 1):
         text = line.strip()
         if not text.startswith("/"):
@@ -120,7 +120,7 @@ def load_rules(inline: Iterable[str], files: Iterable[str], kind: str, *, allow_
     rules = RuleSet()
     for index, rule in enumerate(inline):
         if not isinstance(rule, str):
-            raise UsageError(f"args.{kind}[{index}]: expected a string, got {type(rule).__name__}")
+            raise ArgsError(f"args.{kind}[{index}]: expected a string, got {type(rule).__name__}")
         add_rule(rules, rule, f"args.{kind}[{index}]", allow_regex=allow_regex)
     for file_name in files:
         path = Path(file_name)

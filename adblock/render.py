@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..utils.errors import UpdatesError, UsageError
+from ..utils.argspec import ArgsError
+from ..utils.errors import UpdatesError
 
 GENERATOR = "updates adblock module"
 FORMATS = ("hosts", "dnsmasq", "unbound", "rpz", "domains", "adblock")
@@ -73,7 +74,7 @@ def _affixes(fmt: str, redirect_ip: str) -> tuple[str, str]:
         return "", ""
     if fmt == "adblock":
         return "||", "^"
-    raise UsageError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    raise ArgsError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def _lines(

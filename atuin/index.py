@@ -15,7 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..utils.release.args import path_arg, read_args, url_arg
+from ..utils.argspec import path_arg, url_arg
+from ..utils.release.args import read_args
 from ..utils.release.assets import Platform
 from ..utils.release.binary import BinaryInstall, ServicePlan, VersionProbe
 from ..utils.release.service import json_status
@@ -87,6 +88,7 @@ def main(args: dict[str, Any]) -> dict[str, object]:
                 BinaryInstall(
                     path_arg(own, "server_binary_path"), SERVER_PROBE, backups, common.keep_backups, service
                 ),
+                path_key="server_binary_path",
             )
         )
     return update_binaries(ctx, REPO, components)

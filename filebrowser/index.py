@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..utils.release.args import ArgsError, path_arg, read_args, url_arg
+from ..utils.argspec import arg_error, path_arg, url_arg
+from ..utils.release.args import read_args
 from ..utils.release.assets import Platform
 from ..utils.release.binary import BinaryInstall, ServicePlan, VersionProbe
 from ..utils.release.service import json_status
@@ -63,7 +64,8 @@ def main(args: dict[str, Any]) -> dict[str, object]:
         # The file itself: restoring a copy over a symbolic link would replace the link.
         database = path_arg(own, "database_path").resolve()
         if binary.exists() and not database.is_file():
-            raise ArgsError(f"database_path {database} does not exist; refusing to upgrade without a backup")
+            problem = f"{database} does not exist; refusing to upgrade without a backup"
+            raise arg_error("database_path", problem)
         extra, warning = (database,), None
     ctx = open_context(common)
     service = None

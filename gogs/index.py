@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..utils.argspec import arg_error, path_arg, url_arg
 from ..utils.release.appdir import DirectoryInstall, install_directory
-from ..utils.release.args import ArgsError, path_arg, read_args, url_arg
+from ..utils.release.args import read_args
 from ..utils.release.assets import Platform
 from ..utils.release.binary import ServicePlan, VersionProbe, installed_version
 from ..utils.release.download import downloaded, sweep_stale
@@ -88,11 +89,11 @@ def carry_over_arg(value: list[Any]) -> tuple[str, ...]:
     """The `carry_over` arg: top-level names inside install_dir, custom/data/log always among them."""
     for name in value:
         if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-            raise ArgsError(f"arg 'carry_over': entries are top-level names such as \"custom\", got {name!r}")
+            raise arg_error("carry_over", f'entries are top-level names such as "custom", got {name!r}')
     missing = [name for name in DEFAULT_KEEP if name not in value]
     if missing:
-        raise ArgsError(
-            f"arg 'carry_over' must keep {', '.join(missing)} (gogs' own data): add names, do not remove"
+        raise arg_error(
+            "carry_over", f"must keep {', '.join(missing)} (gogs' own data): add names, do not remove"
         )
     return tuple(dict.fromkeys(value))
 
@@ -142,7 +143,7 @@ def update(
         return {"changed": False, "summary": would_install(decision, asset, expected)}
     parent = install_dir.parent
     if not parent.is_dir():
-        raise ArgsError(f"{parent} does not exist; create it or change install_dir")
+        raise arg_error("install_dir", f"{parent} does not exist; create it or change install_dir")
     service = None
     if own["service"]:
         service = ServicePlan(own["service"], ctx.services(), ctx.health(own["health_url"], gogs_database_ok))

@@ -15,7 +15,8 @@ from adblock_support import block_names, hosts_list, module_args, numbered
 from updates.adblock.config import ARG_SPEC, DEFAULT_SOURCES, Options
 from updates.adblock.index import main
 from updates.adblock.install import read_current, write_file
-from updates.utils.errors import UpdatesError, UsageError
+from updates.utils.argspec import ArgsError
+from updates.utils.errors import UpdatesError
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -257,14 +258,14 @@ def test_default_args_are_safe() -> None:
     ("args", "message"),
     [
         ({"sourcse": []}, "unknown arg"),
-        ({"reload": "systemctl reload dnsmasq"}, "args.reload must be list"),
+        ({"reload": "systemctl reload dnsmasq"}, "args.reload: expected list"),
         ({"reload": []}, "argv list"),
         ({"format": "rpz", "output": "OUT", "install": "block"}, "needs install 'file'"),
-        ({"format": "unbound", "output": None}, "args.output .* is required"),
-        ({"format": "bind"}, "args.format must be one of"),
+        ({"format": "unbound", "output": None}, "args.output: .* is required"),
+        ({"format": "bind"}, "args.format: must be one of"),
         ({"shrink_guard": 2}, "between 0 and 1"),
-        ({"lenient": 1}, "args.lenient must be bool"),
-        ({"http_retries": True}, "args.http_retries must be int"),
+        ({"lenient": 1}, "args.lenient: expected bool"),
+        ({"http_retries": True}, "args.http_retries: expected int"),
         ({"redirect_ip": "blackhole"}, "not an IP address"),
         ({"sources": ["ftp://x/list"]}, "not an http"),
         ({"sources": ["https://a/x", "https://a/x"]}, "same URL twice"),
@@ -286,7 +287,7 @@ def test_bad_args_are_refused_before_anything_runs(tmp_path: Path, args: dict, m
     out = str(tmp_path / "out")
     full.update({key: out if value == "OUT" else [out] if value == ["OUT"] else value for key, value in args.items()})
     (tmp_path / "hosts").write_bytes(USER_BEFORE)
-    with pytest.raises(UsageError, match=message) as raised:
+    with pytest.raises(ArgsError, match=message) as raised:
         main(full)
     assert "\n" not in str(raised.value)  # one line
     assert (tmp_path / "hosts").read_bytes() == USER_BEFORE

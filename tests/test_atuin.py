@@ -22,7 +22,7 @@ from release_support import (  # noqa: F401 - fixtures
     tool_script,
 )
 from updates.atuin.index import main
-from updates.utils.release.args import ArgsError
+from updates.utils.argspec import ArgsError
 from updates.utils.release.assets import NoAssetError
 from updates.utils.release.binary import InstallError
 from updates.utils.release.download import ChecksumMismatch, UnverifiedAsset

@@ -18,7 +18,7 @@ from release_support import (  # noqa: F401 - fixtures
     tool_script,
 )
 from updates.filebrowser.index import main
-from updates.utils.release.args import ArgsError
+from updates.utils.argspec import ArgsError
 from updates.utils.release.binary import InstallError
 from updates.utils.release.download import DownloadError
 from updates.utils.release.github import RateLimitError

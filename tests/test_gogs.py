@@ -20,7 +20,7 @@ from release_support import (  # noqa: F401 - fixtures
     tool_script,
 )
 from updates.gogs.index import UpgradePathError, check_upgrade_path, main
-from updates.utils.release.args import ArgsError
+from updates.utils.argspec import ArgsError
 from updates.utils.release.binary import InstallError
 from updates.utils.release.extract import ExtractError
 from updates.utils.release.version import Version

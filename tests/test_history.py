@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from updates.utils.orchestrator.runner import ModuleResult
 from updates.utils.paths import Paths
 from updates.utils.report.history import (
     HISTORY_FILE,
@@ -23,6 +22,7 @@ from updates.utils.report.history import (
     read_runs,
 )
 from updates.utils.report.views import format_history, format_run, history_json, last_run_cells
+from updates.utils.results import ModuleResult
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

@@ -12,8 +12,9 @@ import time
 import pytest
 from orchestrator_support import OK_MODULE, add_module, group, write_manifest
 from updates.utils.errors import ManifestError
-from updates.utils.manifest import load_manifest, update_entry, validate
+from updates.utils.manifest import load_manifest, update_entry
 from updates.utils.paths import Paths
+from updates.utils.schema import validate
 
 
 @pytest.fixture(autouse=True)

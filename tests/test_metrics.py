@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from updates.utils.errors import UpdatesError
-from updates.utils.orchestrator.runner import ModuleResult
 from updates.utils.report.metrics import (
     escape_label,
     parse_labels,
@@ -18,6 +17,7 @@ from updates.utils.report.metrics import (
     render_metrics,
     write_metrics,
 )
+from updates.utils.results import ModuleResult
 
 STARTED = 1_760_000_000.0
 FINISHED = STARTED + 42.5

@@ -22,8 +22,8 @@ from updates.utils.report.notify import (
     redact,
     scrub,
     should_send_webhook,
-    validate_notify,
 )
+from updates.utils.schema import validate_notify
 from werkzeug import Request, Response
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 from updates.utils.deadline import deadline
+from updates.utils.digest import script_checksum
 from updates.utils.errors import ChecksumError, ModuleTimeout
-from updates.utils.orchestrator.script import (
-    run_script,
-    script_checksum,
-    validate_script_entry,
-    verify_script,
-)
+from updates.utils.orchestrator.script import run_script, verify_script
+from updates.utils.schema import validate_script_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 

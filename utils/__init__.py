@@ -1,4 +1,14 @@
-"""Shared code of the orchestrator and its update modules.
+"""Shared code of the orchestrator and its update modules, and the public Python API.
+
+Layout (each subpackage's docstring states what it owns and what it may import):
+- small shared helpers at this level (errors, paths, fsutil, proc, http, log, lock, deadline, permissions,
+  digest, manifest, schema, results, argspec, cliparse, bootstrap): they import only each other;
+- `orchestrator/`: the `index.py` command line and running modules; it may use `report/`;
+- `release/`: installing tools from GitHub releases, for the update modules;
+- `vcs/`: git, version tags and the rollback operations behind `rollback.py`;
+- `report/`: run history, metrics, notifications and what the operator reads;
+- the files DESIGN.md names: `index.py` (for modules), `checksummer.py`, `rollback.py`.
+Nothing here imports an update module.
 
 The names below are loaded on first use, so that `index.py --help` and modules that need only one helper
 do not pay for importing everything (the HTTP stack in particular).
@@ -9,8 +19,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "compute_folder_sha256": "checksum",
-    "run_children": "runner",
+    "compute_folder_sha256": "digest",
+    "run_children": "orchestrator.runner",
     "tag_module": "rollback",
     "list_available_versions": "rollback",
     "rollback_module": "rollback",

@@ -20,9 +20,7 @@ from typing import Any
 from .errors import ManifestError
 from .fsutil import atomic_write_text
 from .paths import Paths
-from .schema import (
-    validate,
-)
+from .schema import validate
 
 
 @dataclass(frozen=True)

@@ -39,5 +39,5 @@ class ModuleResult:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["status"] = self.status.value  # a plain string in JSON and history records
+        data["status"] = str(self.status)  # a plain string in JSON and history records
         return data

@@ -62,7 +62,8 @@ __all__ = [
     "tag_module",
 ]
 
-log = logging.getLogger(__name__)
+# Named for the module even when it runs as `__main__`, so that its records reach the configured handlers.
+log = logging.getLogger(f"{__package__}.rollback")
 
 
 def tag_module(

@@ -26,7 +26,6 @@ from ..manifest import (
     Manifest,
     load_manifest,
     update_entry,
-    utc_timestamp,
 )
 from ..paths import Paths
 from ..permissions import FIX_HINT, enforced
@@ -34,6 +33,7 @@ from ..report.notify import NotifyConfig
 from ..report.publish import announce_start, publish, publish_refusal
 from ..report.views import json_report, summary_text
 from ..results import Status
+from ..schema import utc_timestamp
 from .runner import Runner, RunOptions, install_problems
 
 EXIT_INTERRUPTED = 130

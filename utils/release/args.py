@@ -2,8 +2,9 @@
 
 Contract: `read_args(args, own)` returns a `CommonArgs` plus the module's own values (defaults filled
 in). An unknown key (a typo such as `alow_unverified`), a value of the wrong type or an unsafe value
-raises `ArgsError` naming the key, before anything touches the network or the system. The reserved keys
-`name`, `dry_run` and `state_dir` come from the orchestrator.
+raises `ArgsError` (`args.<key>: ...`) before anything touches the network or the system. The reserved
+keys `name`, `dry_run` and `state_dir` come from the orchestrator. The schema check itself is
+`utils.argspec`, which every module shares.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import UpdatesError
+from ..argspec import ArgsError, arg_error, path_arg, read_spec
 from .github import DEFAULT_API
 
-RESERVED = ("name", "dry_run", "state_dir")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
+# (arg, lower bound, whether the bound itself is refused)
+_LOWER_BOUNDS = (
+    ("keep_backups", 1, False),
+    ("http_retries", 0, False),
+    ("http_backoff", 0, False),
+    ("health_timeout", 0, True),
+    ("health_interval", 0, True),
+)
 
 # name -> (default, accepted type(s)); a None default means "optional, else this type".
 COMMON: dict[str, tuple[Any, Any]] = {
@@ -39,10 +47,6 @@ COMMON: dict[str, tuple[Any, Any]] = {
     "keep_backups": (3, int),
     "backup_dir": (None, str),
 }
-
-
-class ArgsError(UpdatesError):
-    """A module arg is unknown, of the wrong type or unsafe."""
 
 
 @dataclass(frozen=True)
@@ -67,47 +71,28 @@ class CommonArgs:
     backup_dir: Path | None
 
 
-def _check_type(key: str, value: Any, types: Any, optional: bool) -> None:
-    if value is None and optional:
-        return
-    # bool is an int subclass; a `true` where a number belongs is a mistake, not 1.
-    wrong_bool = isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))
-    if wrong_bool or not isinstance(value, types):
-        names = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise ArgsError(f"arg {key!r}: expected {names}, got {type(value).__name__} {value!r}")
-
-
 def read_args(
     args: Mapping[str, Any], own: Mapping[str, tuple[Any, Any]]
 ) -> tuple[CommonArgs, dict[str, Any]]:
     """Validate `args` against the common spec plus `own`; return both parts with defaults filled in."""
-    spec = {**COMMON, **own}
-    unknown = sorted(set(args) - set(spec) - set(RESERVED))
-    if unknown:
-        raise ArgsError(f"unknown arg(s) {', '.join(unknown)} (known: {', '.join(sorted(spec))})")
-    values: dict[str, Any] = {}
-    for key, (default, types) in spec.items():
-        value = args.get(key, default)
-        _check_type(key, value, types, default is None)
-        values[key] = value
+    values = read_spec(args, {**COMMON, **own})
     if not args.get("state_dir"):
         raise ArgsError("the orchestrator did not pass state_dir")
     api = urlsplit(values["api_url"])
     if api.scheme != "https" and not (api.scheme == "http" and api.hostname in LOOPBACK):
-        raise ArgsError(
-            f"arg 'api_url': must be https:// (plain http only on loopback), got {values['api_url']!r}"
-        )
+        problem = f"must be https:// (plain http only on loopback), got {values['api_url']!r}"
+        raise arg_error("api_url", problem)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", values["token_env"]):
-        raise ArgsError(f"arg 'token_env': not an environment variable name: {values['token_env']!r}")
+        raise arg_error("token_env", f"not an environment variable name: {values['token_env']!r}")
     if values["libc"] not in ("auto", "gnu", "musl"):
-        raise ArgsError(f"arg 'libc': use auto, gnu or musl, not {values['libc']!r}")
+        raise arg_error("libc", f"use auto, gnu or musl, not {values['libc']!r}")
     command = values["service_command"]
     if not command or not all(isinstance(part, str) and part for part in command):
-        raise ArgsError("arg 'service_command': a non-empty list of strings, e.g. [\"systemctl\"]")
-    if values["keep_backups"] < 1 or values["http_retries"] < 0:
-        raise ArgsError("args 'keep_backups' must be >= 1 and 'http_retries' >= 0")
-    if values["health_timeout"] <= 0 or values["health_interval"] <= 0 or values["http_backoff"] < 0:
-        raise ArgsError("args 'health_timeout' and 'health_interval' must be > 0, 'http_backoff' >= 0")
+        raise arg_error("service_command", 'must be a non-empty list of strings, e.g. ["systemctl"]')
+    for key, low, strict in _LOWER_BOUNDS:
+        if values[key] < low or (strict and values[key] == low):
+            bound = f"{'more than' if strict else 'at least'} {low}"
+            raise arg_error(key, f"must be {bound}, got {values[key]!r}")
     fields = {key: values[key] for key in COMMON}
     fields.update(
         service_command=tuple(command),
@@ -123,20 +108,3 @@ def read_args(
         **fields,
     )
     return common, {key: values[key] for key in own}
-
-
-def path_arg(values: Mapping[str, Any], key: str) -> Path:
-    """A module path arg as an absolute `Path` (relative paths are refused: cwd is not a contract)."""
-    path = Path(values[key])
-    if not path.is_absolute():
-        raise ArgsError(f"arg {key!r}: must be an absolute path, got {values[key]!r}")
-    return path
-
-
-def url_arg(values: Mapping[str, Any], key: str) -> str:
-    """A module URL arg (a health endpoint): http:// or https:// with a host, else `ArgsError`."""
-    url = str(values[key])
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ArgsError(f"arg {key!r}: must be an http:// or https:// URL, got {url!r}")
-    return url

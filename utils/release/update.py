@@ -24,9 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..argspec import arg_error
 from ..errors import UpdatesError
 from ..http import Session, make_session
-from .args import ArgsError, CommonArgs
+from .args import CommonArgs
 from .assets import Platform, choose_asset, detect_platform, libc_order
 from .binary import BinaryInstall, install_binary, installed_version
 from .download import Expected, check_verifiable, downloaded, expected_digest, sweep_stale
@@ -133,6 +134,7 @@ class BinaryComponent:
     checksum_files: Callable[[str, Version], list[str]]  # asset name, version -> checksum file names
     plan: BinaryInstall
     warning: str | None = None  # logged only when an install is about to happen (not on every run)
+    path_key: str = "binary_path"  # the arg naming where the binary goes, for messages
 
 
 def verified_asset(
@@ -153,9 +155,8 @@ def verified_asset(
 def refuse_symlink(path: Path, what: str) -> None:
     """A replace or rename would swap out the link itself, not what it points to: say so instead."""
     if path.is_symlink():
-        raise ArgsError(
-            f"{path} is a symbolic link (to {path.readlink()}); point {what} at the real location"
-        )
+        where = f"{path} is a symbolic link (to {path.readlink()})"
+        raise arg_error(what, f"{where}; point it at the real location")
 
 
 def would_install(decision: Decision, asset: Asset, expected: Expected) -> str:
@@ -201,7 +202,7 @@ def _update_binaries(
         if not decision.install:
             parts.append((comp.name, decision.summary))
             continue
-        refuse_symlink(target, "the binary path arg")
+        refuse_symlink(target, comp.path_key)
         names = comp.asset_names(ctx.platform, version, ctx.libcs)
         asset, expected = verified_asset(ctx, release, version, names, comp.checksum_files)
         if comp.warning:
@@ -210,7 +211,8 @@ def _update_binaries(
             parts.append((comp.name, would_install(decision, asset, expected)))
             continue
         if not target.parent.is_dir():
-            raise ArgsError(f"{target.parent} does not exist; create it or change the binary path arg")
+            missing = f"{target.parent} does not exist; create it or change {comp.path_key}"
+            raise arg_error(comp.path_key, missing)
         try:
             _install_component(ctx, comp, asset, expected, version=version, current=current)
         except UpdatesError as exc:

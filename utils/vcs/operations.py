@@ -34,8 +34,9 @@ from pathlib import Path
 from ..digest import compute_folder_sha256, read_checksum_file
 from ..errors import ChecksumError, RollbackError, UpdatesError
 from ..lock import hold_existing_lock, run_lock
-from ..manifest import NAME_RE, Entry, load_manifest, update_entry
+from ..manifest import Entry, load_manifest, update_entry
 from ..paths import Paths
+from ..schema import NAME_RE
 from .git import PUSH_TIMEOUT, Git, TreeFile
 from .tags import ModuleTag, check_version, format_tag, newest_first, parse_tag
 from .treeswap import exchange, move_tree, write_tree
