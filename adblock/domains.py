@@ -11,7 +11,12 @@ characters (DNS limit).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+idna: ModuleType | None
 try:
     # Imported here, not on first use: the parse helper process (parallel.py) must never import anything.
     import idna

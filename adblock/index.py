@@ -116,7 +116,7 @@ def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bo
 
 def _fingerprint(opts: Options, fetched: Sequence[Fetched], cache: Cache) -> str:
     """Digest of everything the output depends on, when every source is unchanged."""
-    rule_files = []
+    rule_files: list[str | None] = []
     for name in (*opts.allow_files, *opts.deny_files):
         try:
             rule_files.append(hashlib.sha256(Path(name).read_bytes()).hexdigest())

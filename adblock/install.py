@@ -57,7 +57,7 @@ class Current:
 
 
 def _line_spans(data: bytes, marker: bytes) -> list[tuple[int, int]]:
-    spans = []
+    spans: list[tuple[int, int]] = []
     start = 0
     while True:
         index = data.find(marker, start)

@@ -46,6 +46,9 @@ OWN_ARGS: dict[str, tuple[Any, Any]] = {
 }
 
 
+NO_BACKUP_WARNING = "no database_path set: the filebrowser database is not backed up before this upgrade"
+
+
 def asset_names(where: Platform, version: Version, libcs: Sequence[str]) -> list[str]:
     arch = GO_ARCH.get(where.arch)
     return [f"linux-{arch}-filebrowser.tar.gz"] if arch else []  # static Go builds: no libc flavours
@@ -59,7 +62,7 @@ def main(args: dict[str, Any]) -> dict[str, object]:
     common, own = read_args(args, OWN_ARGS)
     binary = path_arg(own, "binary_path")
     extra: tuple[Path, ...] = ()
-    warning = "no database_path set: the filebrowser database is not backed up before this upgrade"
+    warning: str | None = NO_BACKUP_WARNING
     if own["database_path"]:
         # The file itself: restoring a copy over a symbolic link would replace the link.
         database = path_arg(own, "database_path").resolve()

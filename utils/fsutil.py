@@ -51,7 +51,7 @@ def _seal(fd: int, owner: tuple[int, int] | None, mode: int) -> None:
     os.fsync(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
+def atomic_write_bytes(path: Path, data: bytes | bytearray, *, mode: int | None = None) -> None:
     """Replace `path` with `data` atomically, keeping the old file's mode unless `mode` is given."""
     path = Path(os.path.realpath(path))
     try:

@@ -20,8 +20,11 @@ class Status(str, enum.Enum):
     SKIPPED = "skipped"
 
     # Python < 3.12 would print `Status.OK`; operators and JSON readers must see `ok`.
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
     @classmethod
     def succeeded(cls) -> frozenset[Status]:

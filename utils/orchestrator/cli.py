@@ -27,7 +27,7 @@ COMMANDS = ("run", "status", "verify", "history")
 _VALUE_OPTIONS = ("--manifest",)
 
 
-def _common(suppress: bool) -> argparse.ArgumentParser:
+def _common(suppress: bool) -> Parser:
     default = argparse.SUPPRESS if suppress else None
     parent = Parser(add_help=False)
     parent.add_argument(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from ..digest import compute_folder_sha256, read_checksum_file, script_checksum
 from ..errors import ChecksumError, UsageError
@@ -43,7 +44,7 @@ def checksum_state(paths: Paths, entry: Entry) -> str:
 def cmd_status(paths: Paths, opts: argparse.Namespace) -> int:
     manifest = load_manifest(paths)
     last = last_status_by_module(read_runs(paths))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for entry in manifest.entries.values():
         last_run, last_at = last_run_cells(last, entry.name)
         rows.append(
@@ -98,8 +99,8 @@ def cmd_verify(paths: Paths, opts: argparse.Namespace) -> int:
             sys.stdout.write(f"permissions: {problem}\n")
     for entry in modules:
         state = checksum_state(paths, entry)
-        if strict and (problem := permission_problem(paths, entry)):
-            state = f"{state}; {problem.split(': ', 1)[1]}"
+        if strict and (refusal := permission_problem(paths, entry)):
+            state = f"{state}; {refusal.split(': ', 1)[1]}"
         bad += state != "ok"
         sys.stdout.write(f"{entry.name}: {state}\n")
     verified = sum(1 for e in modules if checksum_state(paths, e) == "ok")

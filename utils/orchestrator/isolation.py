@@ -49,7 +49,8 @@ def _fd_redirect(target_fd: int, source_fd: int) -> Iterator[None]:
 
 
 def _flush_all() -> None:
-    for stream in {id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}.values():
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    for stream in {id(s): s for s in streams if s is not None}.values():
         with contextlib.suppress(AttributeError, ValueError, OSError):
             stream.flush()
 

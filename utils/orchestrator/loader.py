@@ -60,9 +60,9 @@ def _spec(fullname: str, location: Path, *, package: bool) -> importlib.machiner
     if package:
         init = location / "__init__.py"
         if not init.is_file():
-            spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
-            spec.submodule_search_locations = [str(location)]
-            return spec
+            namespace = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+            namespace.submodule_search_locations = [str(location)]
+            return namespace
         source = init
     else:
         source = location

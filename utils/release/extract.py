@@ -17,6 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UpdatesError
@@ -55,7 +56,7 @@ def _checked_members(archive: Path, tar: tarfile.TarFile) -> dict[str, tarfile.T
 
 
 @contextlib.contextmanager
-def _open(archive: Path) -> tarfile.TarFile:  # type: ignore[misc]
+def _open(archive: Path) -> Iterator[tarfile.TarFile]:
     try:
         with tarfile.open(archive, "r:gz") as tar:
             yield tar

@@ -26,7 +26,7 @@ from updates.utils.report.notify import (
 from updates.utils.schema import validate_notify
 from werkzeug import Request, Response
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = functools.partial(make_session, backoff=0)
 REPORT: dict[str, Any] = {
     "ok": False,

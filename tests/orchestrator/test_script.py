@@ -19,7 +19,7 @@ from updates.utils.errors import ChecksumError, ModuleTimeout
 from updates.utils.orchestrator.script import run_script, verify_script
 from updates.utils.schema import validate_script_entry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Collect(logging.Handler):

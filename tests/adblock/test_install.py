@@ -18,8 +18,10 @@ from updates.adblock.install import read_current, write_file
 from updates.utils.argspec import ArgsError
 from updates.utils.errors import UpdatesError
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
+
+
 USER_BEFORE = b"127.0.0.1\tlocalhost\n::1 localhost ip6-localhost\n#  my own comment  \n\n192.168.1.5 nas\n"
 USER_AFTER = b"10.0.0.7   printer.lan   # set by hand\n   \n"
 

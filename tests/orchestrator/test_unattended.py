@@ -43,7 +43,7 @@ def script_entry(root: Path, name: str, body: str, **extra: object) -> dict:
 def test_legacy_scripts_run_with_checksum_and_timeout(tmp_path, capsys):
     install = install_copy(tmp_path / "updates")
     install.joinpath("config").mkdir()
-    (install / "config" / "utils.sh").write_bytes((Path(__file__).parent.parent / "config" / "utils.sh").read_bytes())
+    (install / "config" / "utils.sh").write_bytes((Path(__file__).resolve().parents[2] / "config" / "utils.sh").read_bytes())
     good = script_entry(install, "good", 'echo "hello from $UPDATES_ROOT" > "$UPDATES_ROOT/marker"\n')
     bad = script_entry(install, "bad", "echo failing >&2\nexit 4\n")
     slow = script_entry(install, "slow", "sleep 30\n", timeout=0.5)
