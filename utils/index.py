@@ -1,6 +1,6 @@
 """Compatibility surface for update modules: `from ..utils.index import compute_folder_sha256`.
 
-DESIGN.md promises modules this import path; the implementation lives in `checksum.py`.
+DESIGN.md promises modules this import path; the implementation lives in `digest.py`.
 """
 from __future__ import annotations
 

@@ -1,0 +1,11 @@
+"""The orchestrator: the `index.py` command line and running the manifest's modules.
+
+Owns: `cli` (parsing, dispatch, the one mapping of errors to exit codes), `command_run` (the `run` command:
+lock, root's permission checks, the runner, the summary, publishing), `command_inspect` (the read-only
+`status`, `verify` and `history`), `runner` (selection, checksum verification, isolation, results,
+`run_children`), `loader` (importing a module from verified source only), `isolation` (the boundary around
+one module call) and `script` (legacy shell-script entries).
+
+May import: the shared helpers at the top of `utils/` and `utils.report`. Never `utils.release` or
+`utils.vcs` (those serve the modules and the rollback command), and never an update module.
+"""
