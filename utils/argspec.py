@@ -3,10 +3,10 @@
 Contract: a module describes its args as `{key: (default, type or tuple of types)}`; a None default makes
 the arg optional (None, or a value of that type). `read_spec(args, spec)` returns every key with its value
 or default, after refusing an unknown key (a typo such as `alow_unverified`, listing the known ones) and a
-value of the wrong type (`true` where a number belongs included). Every refusal is an `ArgsError` whose
-message is one line starting with the arg's place in the manifest entry, `args.<key>: <what is wrong>`,
-raised before the module touches the network or the system. The reserved keys `name`, `dry_run` and
-`state_dir` come from the orchestrator and are never part of a spec.
+value of the wrong type (`true` where a number belongs included). Every refusal is an `ArgsError` with a
+one-line message: `unknown arg(s) ... (known: ...)`, or for a known arg its place in the manifest entry
+first, `args.<key>: <what is wrong>`. It is raised before the module touches the network or the system.
+The reserved keys `name`, `dry_run` and `state_dir` come from the orchestrator and are never in a spec.
 
 Imports: `utils.errors` only.
 """
@@ -32,7 +32,7 @@ class ArgsError(UpdatesError):
 
 def arg_error(key: str, problem: str) -> ArgsError:
     """The one message shape: `args.sources[2]: must be a URL`."""
-    return ArgsError(f"args.{key}: {problem}", hint="fix the module's args in manifest.json")
+    return ArgsError(f"args.{key}: {problem}")
 
 
 def _as_tuple(types: Types) -> tuple[type, ...]:
@@ -55,10 +55,7 @@ def read_spec(args: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
     """Every key of `spec` with its checked value from `args`, or its default."""
     unknown = sorted(set(args) - set(spec) - set(RESERVED))
     if unknown:
-        raise ArgsError(
-            f"unknown arg(s) {', '.join(unknown)} (known: {', '.join(sorted(spec))})",
-            hint="check the spelling in manifest.json against the module's README",
-        )
+        raise ArgsError(f"unknown arg(s) {', '.join(unknown)} (known: {', '.join(sorted(spec))})")
     values: dict[str, Any] = {}
     for key, (default, types) in spec.items():
         value = args.get(key, default)

@@ -19,12 +19,11 @@ if __name__ == "__main__" and not __package__:  # run as a script: become part o
     _bootstrap = runpy.run_path(str(Path(__file__).resolve().with_name("bootstrap.py")))
     __package__ = _bootstrap["script_package"](__file__)
 
-from .digest import CHECKSUM_FILE, compute_folder_sha256, read_checksum_file
+from .digest import CHECKSUM_FILE, compute_folder_sha256, read_checksum_file, script_checksum
 from .errors import ChecksumError, ManifestError, UpdatesError
 from .fsutil import atomic_write_text
 from .lock import run_lock
 from .manifest import load_manifest, update_entry
-from .orchestrator.script import script_checksum
 from .paths import Paths
 
 

@@ -4,7 +4,8 @@ Contract:
 - `load_manifest(paths)` parses and validates the whole file (every entry, reachable or not) and returns a
   `Manifest`, or raises `ManifestError` whose message is one line naming the file and the place, e.g.
   `manifest.json: updates[3].children[0]: no entry named "gogz"`.
-- `validate(raw, root)` is the pure check behind it and returns every problem found, for `index.py verify`.
+- The rules themselves are `utils.schema.validate(raw, root)`, the pure check behind it, which returns
+  every problem found (for `index.py verify`).
 - `update_entry(path, name, changes)` re-reads the file, changes only the given keys of one entry and writes
   it back atomically with key order, 2-space indentation and unknown fields preserved.
 """

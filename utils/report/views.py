@@ -124,6 +124,7 @@ def last_run_cells(last: Mapping[str, LastStatus], name: str) -> tuple[str, str]
         return "never", "-"
     return found.status, found.finished_at or "-"
 
+
 def summary_line(result: ModuleResult) -> str:
     """`adblock: changed (1.2 -> 1.3) 2.1s`."""
     detail = result.error if result.status == Status.FAILED and result.error else result.summary
