@@ -8,7 +8,7 @@ one-line message: `unknown arg(s) ... (known: ...)`, or for a known arg its plac
 first, `args.<key>: <what is wrong>`. It is raised before the module touches the network or the system.
 The reserved keys `name`, `dry_run` and `state_dir` come from the orchestrator and are never in a spec.
 
-Imports: `utils.errors` only.
+Imports: `utils.errors`, and `utils.schema` for the reserved keys (one list, shared with the manifest).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from .errors import UpdatesError
-
-RESERVED = ("name", "dry_run", "state_dir")
+from .schema import RESERVED_ARGS
 
 Types: TypeAlias = "type | tuple[type, ...]"
 Spec: TypeAlias = "Mapping[str, tuple[Any, Types]]"
@@ -53,7 +52,7 @@ def check_type(key: str, value: Any, types: Types, *, optional: bool = False) ->
 
 def read_spec(args: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
     """Every key of `spec` with its checked value from `args`, or its default."""
-    unknown = sorted(set(args) - set(spec) - set(RESERVED))
+    unknown = sorted(set(args) - set(spec) - set(RESERVED_ARGS))
     if unknown:
         raise ArgsError(f"unknown arg(s) {', '.join(unknown)} (known: {', '.join(sorted(spec))})")
     values: dict[str, Any] = {}
