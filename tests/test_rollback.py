@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -244,19 +245,43 @@ def test_an_unusable_backup_location_is_a_real_failure_that_is_undone(repo: Repo
     guard.check()
 
 
-def test_when_undoing_fails_too_the_original_is_kept_and_its_place_reported(repo: Repo) -> None:
-    original = snapshot(repo.module_dir)
+def test_a_failure_after_the_swap_is_undone_even_when_the_live_directory_vanished(repo: Repo) -> None:
+    guard = Unchanged(repo)
 
     def sabotage(at: str) -> None:
         if at == "swapped":  # the new tree is live, the original waits in the staging directory
             shutil.rmtree(repo.module_dir)
             raise OSError(5, "Input/output error (injected)")
 
+    assert rollback_module(MODULE, "1.0.0", paths=repo.paths, _on_step=sabotage) is False
+    guard.check()
+    assert not [p for p in repo.root.iterdir() if p.name.startswith(f".{MODULE}.rollback-")]
+
+
+def test_when_undoing_fails_too_the_record_stays_and_the_next_command_finishes_it(repo: Repo) -> None:
+    original = snapshot(repo.module_dir)
+    lost = repo.root.parent / "lost"
+
+    def sabotage(at: str) -> None:
+        if at == "swapped":  # the original, waiting in the staging directory, goes missing for a while
+            (staging,) = [p for p in repo.root.iterdir() if p.name.startswith(f".{MODULE}.rollback-")]
+            (staging / MODULE).rename(lost)
+            raise OSError(5, "Input/output error (injected)")
+
     with pytest.raises(RollbackError, match="could not be undone") as raised:
         perform_rollback(MODULE, "1.0.0", paths=repo.paths, git=Git(repo.root), on_step=sabotage)
+    assert "an unknown place" in str(raised.value)
+    journal_dir = repo.paths.state / "journal"
+    (record,) = list(journal_dir.glob("*.json"))
+    assert json.loads(record.read_text())["op"] == "rollback"
     (staging,) = [p for p in repo.root.iterdir() if p.name.startswith(f".{MODULE}.rollback-")]
-    assert snapshot(staging / MODULE) == original
-    assert str(raised.value).endswith(str(staging / MODULE))
+    lost.rename(staging / MODULE)  # the operator finds it; the next command that takes the lock finishes
+    assert list_available_versions(MODULE, paths=repo.paths)  # reads only: no recovery
+    assert record.exists()
+    assert rollback_module(MODULE, "1.0.0", paths=repo.paths) is True
+    assert not record.exists()
+    assert snapshot(repo.module_dir) != original  # now at 1.0.0, from the retried rollback
+    assert repo.entry()["version"] == "1.0.0"
 
 
 def test_an_interrupt_mid_rollback_also_restores_and_propagates(repo: Repo) -> None:

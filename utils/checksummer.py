@@ -2,13 +2,17 @@
 
 Contract: without `--check`, for each named module (default: every module in the manifest) it writes the
 live digest to `<module>/checksum` and to the manifest's `checksum` field, atomically and only where they
-differ, holding the run lock (exit 75 while a run holds it). With `--check` it changes nothing, prints
-each mismatch, and exits 1 when there is any. Exit 2 for an invalid manifest or an unknown name.
+differ, holding the run lock (exit 75 while a run holds it). The writes of one invocation are journaled
+(see journal.py): a kill at any point leaves every checksum file and the manifest as they were before or
+as they are after, and the next command that takes the lock finishes or reverts the rest, sweeping the
+temp files a kill left in module directories before anything is hashed. With `--check` it changes
+nothing, prints each mismatch, and exits 1 when there is any. Exit 2 for an invalid manifest or an
+unknown name.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +23,15 @@ if __name__ == "__main__" and not __package__:  # run as a script: become part o
     _bootstrap = runpy.run_path(str(Path(__file__).resolve().with_name("bootstrap.py")))
     __package__ = _bootstrap["script_package"](__file__)
 
+from . import journal
 from .digest import CHECKSUM_FILE, compute_folder_sha256, read_checksum_file, script_checksum
 from .errors import ChecksumError, ManifestError, UpdatesError
 from .fsutil import atomic_write_text
 from .lock import run_lock
 from .manifest import load_manifest, update_entry
 from .paths import Paths
+from .recovery import recover, run_after_command
+from .report.publish import publish_recovery
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -39,8 +46,11 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
     opts = _parse(sys.argv[1:] if argv is None else argv)
     paths = Paths.create(root, manifest=opts.manifest)
     try:
+        if opts.check:
+            return _process(paths, opts)
         # Writing takes the run lock: a run records lastApplied in the same manifest.
-        with contextlib.nullcontext() if opts.check else run_lock(paths):
+        with run_lock(paths):
+            publish_recovery(paths, recover(paths), command="checksummer")  # recover() logs each one
             return _process(paths, opts)
     except UpdatesError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -85,12 +95,10 @@ def _process(paths: Paths, opts: argparse.Namespace) -> int:
             continue
         changed = []
         try:
-            if recorded != live and not entry.script:
-                atomic_write_text(directory / CHECKSUM_FILE, live + "\n")
-                changed.append("checksum file")
-            if entry.checksum != live:
-                update_entry(paths.manifest, name, {"checksum": live})
-                changed.append("manifest")
+            changed = _seal(
+                paths, name, live,
+                file_stale=not entry.script and recorded != live, manifest_stale=entry.checksum != live,
+            )  # fmt: skip
         except (OSError, UpdatesError) as exc:
             sys.stdout.write(f"{name}: error: cannot write: {exc}\n")
             problems += 1
@@ -100,6 +108,40 @@ def _process(paths: Paths, opts: argparse.Namespace) -> int:
     if opts.check and not problems:
         sys.stdout.write(f"all {len(opts.names or modules)} checksums current\n")
     return 1 if problems else 0
+
+
+def _seal(paths: Paths, name: str, live: str, *, file_stale: bool, manifest_stale: bool) -> list[str]:
+    """Write `live` to what is stale of the checksum file and the manifest entry, as one journaled change."""
+    if not (file_stale or manifest_stale):
+        return []
+    checksum_file = paths.module_dir(name) / CHECKSUM_FILE
+    manifest_file = Path(os.path.realpath(paths.manifest))
+    with journal.operation(
+        journal.journal_dir(paths.state), "checksum", describe=f"checksum update of {name}", module=name,
+        run=run_after_command,
+    ) as record:  # fmt: skip
+        record.will_undo(
+            journal.write_bytes(checksum_file, _read_or_none(checksum_file)),
+            journal.write_bytes(manifest_file, manifest_file.read_bytes()),
+            journal.sweep(checksum_file.parent, f".{CHECKSUM_FILE}."),
+            journal.sweep(manifest_file.parent, f".{manifest_file.name}."),
+        )
+        changed = []
+        if file_stale:
+            atomic_write_text(checksum_file, live + "\n")
+            changed.append("checksum file")
+        if manifest_stale:
+            update_entry(paths.manifest, name, {"checksum": live})
+            changed.append("manifest")
+        record.commit(run_after_command)
+    return changed
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Contract: each `cmd_*(paths, opts) -> int` reports on stdout and returns the exit code (`verify`: 0 all
 verified, 1 a checksum or permission problem, 2 an invalid manifest), raising an `UpdatesError` subclass for
-anything the operator must fix. None of them takes the run lock or changes the manifest or the modules.
+anything the operator must fix. None of them takes the run lock or changes the manifest or the modules;
+`status` and `verify` list the changes a killed process left unfinished (the journal) without completing
+them.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 
 from ..digest import compute_folder_sha256, read_checksum_file, script_checksum
 from ..errors import ChecksumError, UsageError
+from ..journal import Operation
 from ..manifest import Entry, display_name, load_manifest, read_raw
 from ..paths import Paths
 from ..permissions import enforced
+from ..recovery import pending
 from ..report.history import last_status_by_module, read_runs
 from ..report.views import format_history, history_json, last_run_cells, table
 from ..schema import validate
@@ -41,6 +45,32 @@ def checksum_state(paths: Paths, entry: Entry) -> str:
     return "ok"
 
 
+def pending_rows(paths: Paths) -> list[dict[str, Any]]:
+    """Changes a killed process left unfinished, which the next command that takes the lock completes."""
+    rows: list[dict[str, Any]] = []
+    for item in pending(paths):
+        if isinstance(item, Operation):
+            rows.append({"op": item.op, "describe": item.describe, "module": item.module,
+                         "started": item.started, "pid": item.pid, "state": item.state})  # fmt: skip
+        else:
+            rows.append({"op": None, "describe": f"unreadable journal record {item}", "module": None,
+                         "started": None, "pid": None, "state": "unreadable"})  # fmt: skip
+    return rows
+
+
+def pending_lines(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        outcome = "finishes" if row["state"] == "committed" else "reverts"
+        lines.append(
+            f"pending: an interrupted {row['describe']} (started {row['started']}, pid {row['pid']}); "
+            f"the next run, rollback or checksummer {outcome} it\n"
+            if row["op"]
+            else f"pending: {row['describe']}; move it aside and check the module by hand\n"
+        )
+    return "".join(lines)
+
+
 def cmd_status(paths: Paths, opts: argparse.Namespace) -> int:
     manifest = load_manifest(paths)
     last = last_status_by_module(read_runs(paths))
@@ -60,8 +90,10 @@ def cmd_status(paths: Paths, opts: argparse.Namespace) -> int:
                 "lastRunAt": None if entry.is_group or last_at == "-" else last_at,
             }
         )
+    unfinished = pending_rows(paths)
     if opts.json:
-        sys.stdout.write(json.dumps({"entrypoint": manifest.entrypoint, "modules": rows}, indent=2) + "\n")
+        document = {"entrypoint": manifest.entrypoint, "modules": rows, "pending": unfinished}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return 0
     headers = ["NAME", "ENABLED", "VERSION", "LAST SAFE", "LAST APPLIED", "CHECKSUM", "LAST RUN", "AT"]
     cells = [
@@ -78,6 +110,7 @@ def cmd_status(paths: Paths, opts: argparse.Namespace) -> int:
         for r in rows
     ]
     sys.stdout.write(table(headers, cells))
+    sys.stdout.write(pending_lines(unfinished))
     return 0
 
 
@@ -103,6 +136,7 @@ def cmd_verify(paths: Paths, opts: argparse.Namespace) -> int:
             state = f"{state}; {refusal.split(': ', 1)[1]}"
         bad += state != "ok"
         sys.stdout.write(f"{entry.name}: {state}\n")
+    sys.stdout.write(pending_lines(pending_rows(paths)))
     verified = sum(1 for e in modules if checksum_state(paths, e) == "ok")
     sys.stdout.write(
         f"{shown}: valid; {verified} of {len(modules)} modules verified"

@@ -3,7 +3,8 @@
 Contract: `cmd_run(paths, opts) -> int` returns the exit code (0, 1 when a module failed, 130 when
 interrupted), raising an `UpdatesError` subclass for anything the operator must fix (the CLI maps it to one
 line and a code). It holds the run lock throughout, refuses to start as root when other users could change
-the code (StrictModes), treats SIGTERM like Ctrl-C, and publishes the outcome (history, metrics,
+the code (StrictModes), first finishes or reverts what a killed run left (recovery.py; a recovery that
+fails makes the exit code 1), treats SIGTERM like Ctrl-C, and publishes the outcome (history, metrics,
 notifications) without letting that change the result.
 """
 
@@ -29,6 +30,7 @@ from ..manifest import (
 )
 from ..paths import Paths
 from ..permissions import FIX_HINT, enforced
+from ..recovery import recover
 from ..report.notify import NotifyConfig
 from ..report.publish import announce_start, publish, publish_refusal
 from ..report.views import json_report, summary_text
@@ -66,6 +68,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def cmd_run(paths: Paths, opts: argparse.Namespace) -> int:
     with run_lock(paths), _sigterm_as_interrupt():
+        # Before anything reads the manifest or a module: a killed rollback may have left either half-done.
+        recovered = recover(paths)
         manifest = load_manifest(paths)
         only = _known_names(manifest, opts.only, "--only") if opts.only is not None else None
         skip = _known_names(manifest, opts.skip, "--skip")
@@ -73,7 +77,9 @@ def cmd_run(paths: Paths, opts: argparse.Namespace) -> int:
         if only is not None or skip:
             # A hand-picked run is not the nightly check-in: healthchecks must not count it as one.
             config = dataclasses.replace(config, ping_url=None)
-        selection = {"only": sorted(only) if only else None, "skip": sorted(skip)}
+        selection: dict[str, object] = {"only": sorted(only) if only else None, "skip": sorted(skip)}
+        if recovered:
+            selection["recovered"] = [item.as_dict() for item in recovered]
         started = time.time()
         strict = enforced()
         if strict and (problems := install_problems(paths)):
@@ -97,7 +103,8 @@ def cmd_run(paths: Paths, opts: argparse.Namespace) -> int:
         if runner.interrupted:
             code = EXIT_INTERRUPTED
         else:
-            code = 1 if any(r.status == Status.FAILED for r in results) else 0
+            failed = any(r.status == Status.FAILED for r in results)
+            code = 1 if failed or any(item.outcome == "failed" for item in recovered) else 0
         report_text = json_report(
             results,
             interrupted=runner.interrupted,

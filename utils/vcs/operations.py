@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
+import os
+import secrets
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -33,9 +33,13 @@ from pathlib import Path
 
 from ..digest import compute_folder_sha256, read_checksum_file
 from ..errors import ChecksumError, RollbackError, UpdatesError
+from ..journal import Operation, begin, inode, journal_dir, restore_dir, write_bytes
+from ..journal import remove as remove_action
+from ..journal import sweep as sweep_action
 from ..lock import hold_existing_lock, run_lock
 from ..manifest import Entry, load_manifest, update_entry
 from ..paths import Paths
+from ..recovery import recover, run_after_command
 from ..schema import NAME_RE
 from .git import PUSH_TIMEOUT, Git, TreeFile
 from .tags import ModuleTag, check_version, format_tag, newest_first, parse_tag
@@ -203,14 +207,17 @@ def push_tag(tag: str, *, git: Git, remote: str = "origin") -> None:
 
 @contextlib.contextmanager
 def locked(paths: Paths, timer_state: Path | None = TIMER_STATE_DIR) -> Iterator[None]:
-    """The run lock of `paths`, plus the timer's when it is another, existing file (see the docstring)."""
+    """The run lock of `paths`, plus the timer's when it is another, existing file (see the docstring);
+    once held, what a killed run or rollback left unfinished is completed first."""
     with run_lock(paths):
         other = timer_state / "updates.lock" if timer_state is not None else None
         if other is None or not other.is_file() or other.resolve() == paths.lock.resolve():
+            recover(paths)
             yield
             return
         log.debug("also taking the timer's lock %s", other)
         with hold_existing_lock(other, f"a run of the timer holds the lock {other}"):
+            recover(paths)
             yield
 
 
@@ -260,25 +267,46 @@ def perform_rollback(
             known = ", ".join(dict.fromkeys(t.version for t in tags)) or "none"
             raise RollbackError(f"{name}: no tag for version {target} (tagged versions: {known})")
         files = git.read_tree(chosen.commit, f"{prefix}{name}")
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.rollback-", dir=paths.root))
-        keep_staging = False
+        describe = f"rollback of {name} ({entry.version or 'no version'} -> {chosen.version})"
+        record = begin(journal_dir(paths.state), "rollback", describe=describe, module=name)
+        staging = _staging_dir(paths, name)
+        backup = _backup_path(paths, name)
+        old_inode = inode(live_dir)
+        assert old_inode is not None  # module_entry checked that the directory exists
+        manifest_file = Path(os.path.realpath(paths.manifest))
         try:
-            return _swap_in(
+            # Whatever instant a kill lands, these put the previous directory and manifest back.
+            record.will_undo(
+                restore_dir(live_dir, old_inode, [staging / name, backup], discard=None),
+                write_bytes(manifest_file, manifest_file.read_bytes()),
+                remove_action(backup, unless_inode=old_inode),
+                remove_action(staging),
+                sweep_action(manifest_file.parent, f".{manifest_file.name}."),
+            )
+            record.will_clean(remove_action(staging))
+            staging.mkdir(mode=0o700)
+            result = _swap_in(
                 entry,
                 chosen,
                 files=files,
                 new_dir=staging / name,
+                backup=backup,
                 live_dir=live_dir,
                 live_digest=None if edited else live_digest,
                 paths=paths,
                 on_step=on_step,
             )
-        except _UndoFailed:
-            keep_staging = True
+        except BaseException as exc:
+            _undo(record, name, old_inode, [staging / name, backup], cause=exc)
             raise
-        finally:
-            if not keep_staging:
-                shutil.rmtree(staging, ignore_errors=True)
+        record.commit(run_after_command)
+        return result
+
+
+def _staging_dir(paths: Paths, name: str) -> Path:
+    """`<root>/.<name>.rollback-<random>`: beside the live directory (one file system, so the swap is a
+    rename), and named so that recovery can sweep one a kill left behind."""
+    return paths.root / f".{name}.rollback-{secrets.token_hex(4)}"
 
 
 def _swap_in(
@@ -287,6 +315,7 @@ def _swap_in(
     *,
     files: list[TreeFile],
     new_dir: Path,
+    backup: Path,
     live_dir: Path,
     live_digest: str | None,
     paths: Paths,
@@ -307,54 +336,31 @@ def _swap_in(
         log.info("%s: already exactly %s; nothing to do", name, chosen.tag)
         return RollbackResult(name, chosen.version, entry.version, chosen.tag, digest, backup=None)
     step("extracted")
-    swapped = copied = False
-    backup: Path | None = None
-    try:
-        exchange(new_dir, live_dir)  # new_dir now holds the previous directory
-        swapped = True
-        step("swapped")
-        backup = _backup_path(paths, name)
-        copied = move_tree(new_dir, backup)
-        step("backed-up")
-        update_entry(paths.manifest, name, {"version": chosen.version, "checksum": digest})
-    except BaseException as exc:
-        _undo(name, live_dir, new_dir, backup, swapped=swapped, copied=copied, cause=exc)
-        raise
+    exchange(new_dir, live_dir)  # new_dir now holds the previous directory
+    step("swapped")
+    move_tree(new_dir, backup)  # a copy when on another file system; the original goes with the staging
+    step("backed-up")
+    update_entry(paths.manifest, name, {"version": chosen.version, "checksum": digest})
     log.info("%s: rolled back %s -> %s (%s); previous directory in %s",
              name, entry.version, chosen.version, chosen.tag, backup)  # fmt: skip
     return RollbackResult(name, chosen.version, entry.version, chosen.tag, digest, backup=backup)
 
 
 def _undo(
-    name: str,
-    live_dir: Path,
-    aside: Path,
-    backup: Path | None,
-    *,
-    swapped: bool,
-    copied: bool,
-    cause: BaseException,
+    record: Operation, name: str, old_inode: list[int], places: list[Path], *, cause: BaseException
 ) -> None:
-    """Put the original directory back at `live_dir`; it is at `aside` or `backup` after a swap."""
+    """Put the original directory and manifest back, by the journal record the steps were taken under."""
     try:
-        if backup is not None and backup.exists():
-            if copied:
-                shutil.rmtree(backup)
-            else:
-                backup.rename(aside)
-        if swapped:
-            exchange(aside, live_dir)
+        record.revert(run_after_command)
     except BaseException as undo_exc:
-        where = backup if backup is not None and backup.exists() else aside
+        where = next((str(p) for p in places if inode(p) == old_inode), "an unknown place")
         log.critical(
             "%s: rollback failed (%s) and undoing it failed too (%s); the original directory is in %s",
-            name,
-            cause,
-            undo_exc,
-            where,
-        )
+            name, cause, undo_exc, where,
+        )  # fmt: skip
         raise _UndoFailed(
-            f"{name}: rollback failed and could not be undone; the original directory is in {where}"
+            f"{name}: rollback failed and could not be undone; the original directory is in {where}",
+            hint="the next run or rollback retries the undo (see `index.py status`)",
         ) from cause
     log.info("%s: rollback failed (%s); the module directory is unchanged", name, cause)
 
