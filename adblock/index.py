@@ -6,7 +6,10 @@ and merges them with the allow/deny rules, renders the chosen format and install
 list or when the new list is below the shrink guard, and when the reload command fails (the list is
 written by then; the next run retries the reload even if nothing changed). Unchanged content means no
 write, no reload and `{"changed": False}`; a run where every source answered "not modified" and nothing
-else changed returns before parsing anything. Under `dry_run` nothing is written (not even the
+else changed returns before parsing anything. Writing the list and the state that records it is one
+journaled change (utils/journal.py): a kill between the two is reverted by the next command that takes
+the run lock, so the next run installs and reloads again instead of taking the new file for installed.
+Under `dry_run` nothing is written (not even the
 cache) and the summary says what would change. Args are documented in README.md.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from ..utils.errors import UpdatesError
 from ..utils.fsutil import atomic_write_text
+from ..utils.journal import Operation, module_journal_dir, operation, restore_file, sweep, write_bytes
 from ..utils.proc import run
 from . import LIVE_CHECKSUM
 from .config import Options
@@ -224,11 +228,17 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
         return {"changed": False, "summary": f"dry run: would write {change} to {opts.output}"}
 
     content = compose(current, ours, opts.block)
-    how = write_file(opts.output, content, current.full, state_dir / "backups")
-    # Recorded before the reload: a reload that fails (or is killed) is retried by the next run, even when
-    # the list has not changed again by then.
-    state = _save_state(state_path, _fingerprint(opts, fetched, cache), ours, count,
-                        reload_pending=bool(opts.reload))
+    with operation(
+        module_journal_dir(state_dir), "adblock-install", module=str(args.get("name", "adblock")),
+        describe=f"blocklist install to {opts.output} ({change})",
+    ) as record:  # fmt: skip
+        _will_undo_install(record, opts.output, current.full, state_dir, state_path)
+        how = write_file(opts.output, content, current.full, state_dir / "backups")
+        # Recorded before the reload: a reload that fails (or is killed) is retried by the next run, even
+        # when the list has not changed again by then.
+        state = _save_state(state_path, _fingerprint(opts, fetched, cache), ours, count,
+                            reload_pending=bool(opts.reload))
+        record.commit()
     log.info("wrote %s (%s): %s", opts.output, how, change)
     if opts.reload:
         try:
@@ -236,6 +246,26 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
         except UpdatesError as exc:
             raise UpdatesError(f"blocklist written ({change}) but the reload command failed: {exc}") from exc
     return {"changed": True, "summary": change}
+
+
+def _will_undo_install(
+    record: Operation, output: Path, previous: bytes | None, state_dir: Path, state_path: Path
+) -> None:
+    """Journal how to put the list file and our state back: a kill between writing the list and the state
+    would otherwise leave a new list that the next run takes for installed and never reloads."""
+    target = Path(os.path.realpath(output))
+    old = hashlib.sha256(previous).hexdigest() if previous is not None else None
+    try:
+        saved: bytes | None = state_path.read_bytes()
+    except FileNotFoundError:
+        saved = None
+    record.will_undo(
+        # write_file keeps the previous file as this backup before it replaces it.
+        restore_file(target, old, state_dir / "backups" / f"{output.name}.bak"),
+        write_bytes(state_path, saved),
+        sweep(target.parent, f".{target.name}."),
+        sweep(state_path.parent, f".{state_path.name}."),
+    )
 
 
 def _reload(opts: Options, state: dict[str, Any], state_path: Path) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UpdatesError
-from .fsutil import atomic_write_bytes, copy_file_atomic, fsync_dir
+from .fsutil import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,17 @@ def _remove(path: Path) -> None:
 # Actions: each one a JSON object; `_ACTIONS` maps its "do" to the function that carries it out.
 
 
-def restore_file(
-    path: Path, old_sha256: str | None, copy: Path | None, owner: tuple[int, int] | None
-) -> Action:
-    """Put back the file whose content had `old_sha256` (None: there was no file) from `copy`."""
+def restore_file(path: Path, old_sha256: str | None, copy: Path | None) -> Action:
+    """Put back the file whose content had `old_sha256` (None: there was no file) from `copy`, with the
+    mode and owner it has now (call this before the step that replaces it)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        owner, mode = None, None
+    else:
+        owner, mode = [st.st_uid, st.st_gid], st.st_mode & 0o7777
     return {"do": "restore_file", "path": str(path), "sha256": old_sha256,
-            "copy": str(copy) if copy else None, "owner": list(owner) if owner else None}  # fmt: skip
+            "copy": str(copy) if copy else None, "owner": owner, "mode": mode}  # fmt: skip
 
 
 def write_bytes(path: Path, data: bytes | None) -> Action:
@@ -144,17 +149,19 @@ def _do_restore_file(action: Action, run: CommandRunner) -> None:
     copy = Path(action["copy"]) if action["copy"] else None
     if copy is None or sha256_file(copy) != old:
         raise JournalError(f"cannot restore {path}: its saved copy {copy} is missing or not the old file")
-    owner = tuple(action["owner"]) if action["owner"] else None
+    data = copy.read_bytes()
     try:
-        copy_file_atomic(copy, path, owner=owner)  # type: ignore[arg-type]
+        atomic_write_bytes(path, data, mode=action["mode"])
     except OSError as exc:
         if exc.errno not in (errno.EBUSY, errno.EXDEV):
             raise
         # A bind-mounted file (a container's /etc/hosts) cannot be replaced, only rewritten.
-        with open(copy, "rb") as source, open(path, "r+b") as dest:
-            shutil.copyfileobj(source, dest)
+        with open(path, "r+b") as dest:
+            dest.write(data)
             dest.truncate()
             os.fsync(dest.fileno())
+    if action["owner"] and os.geteuid() == 0:
+        os.chown(path, *action["owner"], follow_symlinks=False)
 
 
 def _do_write(action: Action, run: CommandRunner) -> None:

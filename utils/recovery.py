@@ -3,7 +3,8 @@
 Contract: `recover(paths)` (call it holding the run lock) finishes or reverts each record in the
 journal (see journal.py), then removes the temp files and staging folders our own writers name and a kill
 can leave: `.manifest.json.*.tmp` beside the manifest, `.checksum.*.tmp` in module directories,
-`.<module>.rollback-*` in the root, and `.*.tmp` in the state directory and each module's state directory.
+`.<module>.rollback-*` in the root, and `.*.tmp` in the state directory, in each module's state directory
+and in the folders directly in it.
 It returns what it recovered (one `Recovered` per record) and logs one line for each; the caller prints
 and records them. `pending(paths)` lists unfinished records without touching anything (for `status`).
 """
@@ -45,12 +46,22 @@ def recover(paths: Paths) -> list[Recovered]:
     swept += _sweep_staging(paths)
     swept += sweep_temps(paths.state, ".")
     modules_state = paths.state / "modules"
-    if modules_state.is_dir():
-        for directory in sorted(p for p in modules_state.iterdir() if p.is_dir() and not p.is_symlink()):
-            swept += sweep_temps(directory, ".")
+    # Two levels: a module's own files and its folders' (cache/, backups/); never deeper, into the copies
+    # of a service's data that backups hold, whose file names are not ours to judge.
+    for directory in _subdirs(modules_state):
+        swept += sweep_temps(directory, ".")
+        for inner in _subdirs(directory):
+            swept += sweep_temps(inner, ".")
     for path in swept:
         log.info("removed %s, left by an interrupted run", path)
     return done
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        return sorted(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
 
 
 def _module_dirs(paths: Paths) -> list[Path]:
