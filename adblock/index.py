@@ -319,4 +319,5 @@ def _save_state(
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(state, indent=2, sort_keys=True) + "\n", mode=0o600)
+    text = json.dumps(state, indent=2, sort_keys=True) + "\n"
+    atomic_write_text(path, text, mode=0o600, follow_symlinks=False)

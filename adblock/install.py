@@ -151,7 +151,7 @@ def write_file(
     """Write `data` to `path` (see the module docstring); returns "replaced" or "in place"."""
     if previous is not None:
         backup_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(backup_dir / f"{path.name}.bak", previous, mode=0o600)
+        atomic_write_bytes(backup_dir / f"{path.name}.bak", previous, mode=0o600, follow_symlinks=False)
     _remove_stale_temps(path)
     if previous is not None and is_mount_point(path, mountinfo):
         _rewrite_in_place(path, data)

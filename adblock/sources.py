@@ -134,7 +134,7 @@ class Cache:
         """Write a new copy beside the one in use (not used yet); returns its digest for commit/discard."""
         self.root.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(body).hexdigest()
-        atomic_write_bytes(self._body_path(url, digest), body, mode=0o600)
+        atomic_write_bytes(self._body_path(url, digest), body, mode=0o600, follow_symlinks=False)
         return digest
 
     def commit(
@@ -144,7 +144,7 @@ class Cache:
         meta = {"url": url, "sha256": digest, "size": size, "names": names}
         meta.update(validators or {})
         text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-        atomic_write_text(self.root / f"{self._key(url)}.json", text, mode=0o600)
+        atomic_write_text(self.root / f"{self._key(url)}.json", text, mode=0o600, follow_symlinks=False)
         keep = self._body_path(url, digest)
         for path in self.root.glob(f"{self._key(url)}-*.list"):
             if path != keep:

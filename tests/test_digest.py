@@ -135,3 +135,48 @@ def test_unreadable_subdirectory_is_named(tmp_path):
             compute_folder_sha256(tmp_path)
     finally:
         (tmp_path / "locked").chmod(0o755)
+
+
+def test_digest_folder_keeps_the_hash_of_every_covered_file(tmp_path):
+    import hashlib
+
+    from updates.utils.digest import digest_folder
+
+    build_tree(tmp_path)
+    snapshot = digest_folder(tmp_path)
+    assert snapshot.digest == compute_folder_sha256(tmp_path)
+    expected = {
+        path.relative_to(tmp_path).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in tmp_path.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and ".pytest_cache" not in path.parts
+        and path.suffix != ".pyc"
+        and path != tmp_path / "checksum"
+    }
+    assert dict(snapshot.files) == expected
+    assert snapshot.directories == {"", "a", "a/b", "a/b/c"}
+    assert snapshot.read_verified("a/b/c/deep.txt") == b"deep\n"
+
+
+def test_read_verified_refuses_what_the_digest_did_not_see(tmp_path):
+    from updates.utils.digest import digest_folder
+
+    (tmp_path / "index.py").write_text("A = 1\n")
+    (tmp_path / "helper.pyc").write_bytes(b"bytecode")
+    snapshot = digest_folder(tmp_path)
+    with pytest.raises(ChecksumError, match=r"helper\.pyc: not covered by the verified checksum"):
+        snapshot.read_verified("helper.pyc")
+    (tmp_path / "index.py").write_text("A = 2\n")
+    with pytest.raises(ChecksumError, match=r"index\.py: changed since .* was verified \(sha256 [0-9a-f]{64}, verified"):
+        snapshot.read_verified("index.py")
+    # Swapped for a link to a file with the verified content: refused all the same, never followed.
+    (tmp_path / "copy.py").write_text("A = 1\n")
+    (tmp_path / "index.py").unlink()
+    (tmp_path / "index.py").symlink_to(tmp_path / "copy.py")
+    with pytest.raises(ChecksumError, match=r"index\.py: cannot read"):
+        snapshot.read_verified("index.py")
+    (tmp_path / "index.py").unlink()
+    os.mkfifo(tmp_path / "index.py")
+    with pytest.raises(ChecksumError, match=r"index\.py: not a regular file"):
+        snapshot.read_verified("index.py")

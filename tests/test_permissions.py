@@ -240,9 +240,10 @@ def test_the_default_venv_is_the_running_interpreters(tmp_path: Path) -> None:
     root = make_install(tmp_path)
     (tmp_path / "env").chmod(0o775)  # group-writable: someone else could plant code root would import
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('perm', {str(Path(__file__).parents[1] / 'utils' / 'permissions.py')!r})\n"
-        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        "import runpy, sys\n"
+        "sys.dont_write_bytecode = True\n"
+        f"runpy.run_path({str(Path(__file__).parents[1] / 'utils' / 'bootstrap.py')!r})['register_package']()\n"
+        "from updates.utils import permissions as mod\n"
         "print(mod.running_venv())\n"
         f"print('\\n'.join(mod.check_install(sys.argv[1], sys.argv[2], euid={ME})))\n"
     )
@@ -257,3 +258,55 @@ def test_the_default_venv_is_the_running_interpreters(tmp_path: Path) -> None:
     assert lines[0] == str(tmp_path / "env")
     assert f"{tmp_path / 'env'}: writable by group (mode 0775)" in lines[1:]
     assert running_venv() == (Path(sys.prefix) if sys.prefix != sys.base_prefix else None)
+
+
+def test_check_state_dir_holds_the_state_to_the_rule_for_code(tmp_path: Path) -> None:
+    from updates.utils.permissions import check_state_dir
+
+    base = tmp_path / "var"
+    base.mkdir(mode=0o755)
+    state = base / "updates"
+    assert check_state_dir(state, euid=ME) == []  # not there yet: the caller creates it
+    assert check_state_dir(state / "deeper" / "still", euid=ME) == []
+    state.mkdir(mode=0o700)
+    assert check_state_dir(state, euid=ME) == []
+    state.chmod(0o1777)  # sticky does not excuse the state directory itself
+    assert check_state_dir(state, euid=ME) == [f"{state}: writable by group and others (mode 1777)"]
+    state.chmod(0o700)
+    base.chmod(0o775)
+    assert check_state_dir(state, euid=ME) == [f"{base}: writable by group (mode 0775)"]
+    base.chmod(0o755)
+    state.rmdir()
+    state.write_text("a file")
+    assert check_state_dir(state, euid=ME) == [f"{state}: not a directory"]
+
+
+def test_check_state_dir_checks_a_link_and_where_it_leads(tmp_path: Path) -> None:
+    from updates.utils.permissions import check_state_dir
+
+    real = tmp_path / "srv" / "updates"
+    real.mkdir(parents=True)
+    (tmp_path / "srv").chmod(0o777)
+    link = tmp_path / "state"
+    link.symlink_to(real)
+    assert check_state_dir(link, euid=ME) == [f"{tmp_path / 'srv'}: writable by group and others (mode 0777)"]
+    (tmp_path / "srv").chmod(0o755)
+    assert check_state_dir(link, euid=ME) == []
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert check_state_dir(dangling, euid=ME) == [f"{dangling}: a link to {tmp_path / 'nowhere'}, which does not exist"]
+
+
+@needs_root
+def test_check_state_dir_reports_other_owners(tmp_path: Path) -> None:
+    from updates.utils.permissions import check_state_dir
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, OTHER, OTHER)
+    assert check_state_dir(state, euid=0) == [f"{state}: owned by uid {OTHER}, not root"]
+    assert check_state_dir(state, euid=OTHER) == []  # that user's own run uses its own directory
+    os.chown(state, 0, 0)
+    os.chown(tmp_path, OTHER, OTHER)
+    assert check_state_dir(state, euid=0) == [f"{tmp_path}: owned by uid {OTHER}, not root"]
+    os.chown(tmp_path, 0, 0)

@@ -128,7 +128,7 @@ def _seal(paths: Paths, name: str, live: str, *, file_stale: bool, manifest_stal
         )
         changed = []
         if file_stale:
-            atomic_write_text(checksum_file, live + "\n")
+            atomic_write_text(checksum_file, live + "\n", follow_symlinks=False)
             changed.append("checksum file")
         if manifest_stale:
             update_entry(paths.manifest, name, {"checksum": live})

@@ -8,6 +8,11 @@ any other non-regular file or a name with a newline raises `ChecksumError`. The 
     find . -type f ... -printf '%P\\n' | LC_ALL=C sort | xargs -r -d '\\n' sha256sum -- | sha256sum
 
 including coreutils' escaping of names that contain a backslash or a carriage return.
+
+`digest_folder(dir)` returns the same digest as a `FolderDigest`, which also keeps the SHA-256 of every
+file it covered. The loader imports module code through `FolderDigest.read_verified(rel)`: the bytes it
+returns are read once, checked against the hash the digest was built from, and are then the bytes that get
+compiled, so a file changed (or added) after verification is refused instead of run.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from .errors import ChecksumError
 
@@ -80,8 +88,44 @@ def _line(hexdigest: str, rel: bytes) -> bytes:
     return hexdigest.encode() + b"  " + rel + b"\n"
 
 
-def compute_folder_sha256(path: str | os.PathLike[str]) -> str:
-    """The digest of a module directory (see the module docstring)."""
+@dataclass(frozen=True, eq=False)
+class FolderDigest:
+    """A module directory's digest and the SHA-256 of each file it covers ('/'-separated relative paths)."""
+
+    top: Path
+    digest: str
+    files: Mapping[str, str]
+    directories: frozenset[str]  # every directory holding a covered file, relative ("" for the top)
+
+    def read_verified(self, rel: str) -> bytes:
+        """The bytes of `<top>/<rel>` now, when they are exactly those the digest covered.
+
+        Raises `ChecksumError` naming the file when the digest did not cover it, when it is no longer a
+        regular file, or when its content changed since.
+        """
+        path = self.top / rel
+        expected = self.files.get(rel)
+        if expected is None:
+            raise ChecksumError(f"{path}: not covered by the verified checksum of {self.top}")
+        try:
+            # O_NONBLOCK: a FIFO planted under the name must not hang the import.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ChecksumError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ChecksumError(f"{path}: not a regular file")
+            data = handle.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ChecksumError(
+                f"{path}: changed since {self.top} was verified (sha256 {actual}, verified {expected})"
+            )
+        return data
+
+
+def digest_folder(path: str | os.PathLike[str]) -> FolderDigest:
+    """The digest of a module directory with the hash of each file it covers (see the module docstring)."""
     top = os.fspath(path)
     try:
         if not stat.S_ISDIR(os.lstat(top).st_mode):
@@ -94,6 +138,7 @@ def compute_folder_sha256(path: str | os.PathLike[str]) -> str:
     files.sort(key=lambda f: f[0])
     big = [f[1] for f in files if f[2] >= _PARALLEL_MIN]
     digests: dict[str, str] = {}
+    covered: dict[str, str] = {}
     try:
         if len(big) > 1:
             with ThreadPoolExecutor(max_workers=min(len(big), os.cpu_count() or 2)) as pool:
@@ -101,10 +146,20 @@ def compute_folder_sha256(path: str | os.PathLike[str]) -> str:
         total = hashlib.sha256()
         for rel, abs_path, _size in files:
             hexdigest = digests.get(abs_path) or _hash_file(abs_path)
+            covered[os.fsdecode(rel)] = hexdigest
             total.update(_line(hexdigest, rel))
     except OSError as exc:
         raise ChecksumError(f"{top}: cannot read {exc.filename}: {exc.strerror}") from exc
-    return total.hexdigest()
+    directories = {""}
+    for rel_name in covered:
+        parts = rel_name.split("/")[:-1]
+        directories.update("/".join(parts[: n + 1]) for n in range(len(parts)))
+    return FolderDigest(Path(top), total.hexdigest(), MappingProxyType(covered), frozenset(directories))
+
+
+def compute_folder_sha256(path: str | os.PathLike[str]) -> str:
+    """The digest of a module directory (see the module docstring)."""
+    return digest_folder(path).digest
 
 
 def read_checksum_file(module_dir: Path) -> str | None:

@@ -3,8 +3,11 @@
 Contract: `atomic_write_bytes` leaves either the old file or the complete new one at `path`, never a mix,
 even when the process is killed mid-write. The temp file lives in the same directory (same filesystem),
 is fsynced before `os.replace`, and the directory is fsynced afterwards so the rename is durable. A
-symlink at `path` stays a symlink: its target is what gets replaced. The old file's mode, and (when we
-may) its owner and group, carry over, so root writing an administrator's file does not take it over.
+symlink at `path` stays a symlink: its target is what gets replaced (an administrator's `/etc/hosts` may
+well be a link). With `follow_symlinks=False`, for the files of the state directory, a link (or anything
+but a regular file) at `path` is refused with `UnsafePermissions` and left as it is: whoever planted it
+must not choose what root overwrites. The old file's mode, and (when we may) its owner and group, carry
+over, so root writing an administrator's file does not take it over.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import UnsafePermissions
 
 
 def fsync_dir(path: Path) -> None:
@@ -51,25 +57,51 @@ def _seal(fd: int, owner: tuple[int, int] | None, mode: int) -> None:
     os.fsync(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes | bytearray, *, mode: int | None = None) -> None:
-    """Replace `path` with `data` atomically, keeping the old file's mode unless `mode` is given."""
-    path = Path(os.path.realpath(path))
+def _existing(path: Path, *, follow_symlinks: bool) -> tuple[Path, os.stat_result | None]:
+    """The file to replace and its current status (None: nothing there yet)."""
+    if follow_symlinks:
+        path = Path(os.path.realpath(path))
+        try:
+            return path, path.stat()
+        except FileNotFoundError:
+            return path, None
     try:
-        st = path.stat()
+        st = path.lstat()
     except FileNotFoundError:
-        st = None
+        return path, None
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePermissions(f"{path}: is a symbolic link; refusing to write through it or replace it")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePermissions(f"{path}: not a regular file; refusing to replace it")
+    return path, st
+
+
+def atomic_write_bytes(
+    path: Path, data: bytes | bytearray, *, mode: int | None = None, follow_symlinks: bool = True
+) -> None:
+    """Replace `path` with `data` atomically, keeping the old file's mode unless `mode` is given.
+
+    `follow_symlinks=False` refuses a link at `path` instead of replacing its target (see the module
+    docstring); use it for every file under the state directory.
+    """
+    path, st = _existing(Path(path), follow_symlinks=follow_symlinks)
     owner = (st.st_uid, st.st_gid) if st is not None else None
     if mode is None:
         mode = st.st_mode & 0o7777 if st is not None else 0o644
-    with _replacing(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        _seal(handle.fileno(), owner, mode)
+    with _replacing(path) as tmp:
+        # The temp file is ours (mkstemp made it); O_NOFOLLOW in case its name was swapped for a link since.
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            _seal(handle.fileno(), owner, mode)
 
 
-def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:
+def atomic_write_text(
+    path: Path, text: str, *, mode: int | None = None, follow_symlinks: bool = True
+) -> None:
     """`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode, follow_symlinks=follow_symlinks)
 
 
 def copy_file_atomic(source: Path, dest: Path, *, owner: tuple[int, int] | None = None) -> None:

@@ -225,7 +225,7 @@ _ACTIONS: dict[str, Callable[[Action, CommandRunner], None]] = {
 
 def sweep_temps(directory: Path, prefix: str, suffix: str = ".tmp") -> list[Path]:
     """Remove what a killed process left under the names we give temp files; returns what went."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
@@ -280,7 +280,7 @@ class Operation:
 
     def save(self) -> None:
         data = json.dumps(self.as_dict(), indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-        atomic_write_bytes(self.path, data, mode=0o600)
+        atomic_write_bytes(self.path, data, mode=0o600, follow_symlinks=False)
 
     def will_undo(self, *actions: Action) -> None:
         """Record how to undo the next step; on disk before this returns."""
@@ -440,12 +440,11 @@ def recover(directory: Path, run: CommandRunner) -> list[Recovered]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             done.append(Recovered("unknown", path.name, None, "?", "failed", f"unreadable record: {exc}"))
             continue
+        error: str | None = None
         try:
             outcome = record.finish(run)
         except Exception as exc:  # each record on its own: one that fails must not stop the others
             log.debug("recovery of %s failed", path, exc_info=True)
             outcome, error = "failed", str(exc)
-        else:
-            error = None
         done.append(Recovered(record.op, record.describe, record.module, record.started, outcome, error))
     return done

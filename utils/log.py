@@ -7,6 +7,7 @@ timestamp, since the journal adds its own. Calling `setup_logging` again replace
 """
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
@@ -19,6 +20,16 @@ MAX_BYTES = 2 * 1024 * 1024
 BACKUPS = 5
 
 _installed: list[logging.Handler] = []
+
+
+class _NoFollowRotatingHandler(logging.handlers.RotatingFileHandler):
+    """The rotating log file, opened without following a link: root appends to it every night, so a link
+    planted in its place must not turn that into an append to a file of the planter's choosing."""
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags, 0o640)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 class _TerminalFormatter(logging.Formatter):
@@ -60,7 +71,7 @@ def setup_logging(log_dir: Path | None, verbosity: int = 0) -> Path | None:
     if log_dir is not None:
         try:
             log_dir.mkdir(parents=True, exist_ok=True)
-            file_handler = logging.handlers.RotatingFileHandler(
+            file_handler = _NoFollowRotatingHandler(
                 log_dir / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
             )
         except OSError as exc:

@@ -219,3 +219,33 @@ def test_append_fails_loudly_when_the_state_dir_cannot_be_written(tmp_path: Path
 def test_an_unreadable_history_reads_as_empty(tmp_path: Path) -> None:
     (tmp_path / HISTORY_FILE).mkdir()  # reading a directory fails even for root
     assert read_runs(tmp_path) == []
+
+
+def test_a_link_planted_at_the_history_is_neither_followed_nor_read(tmp_path: Path) -> None:
+    from updates.utils.errors import UnsafePermissions
+
+    victim = tmp_path / "victim"
+    victim.write_text(json.dumps({"schema": 1, "modules": [], "secret": "not for the history"}) + "\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / HISTORY_FILE).symlink_to(victim)
+    before = victim.read_bytes()
+    with pytest.raises(UnsafePermissions, match="is a symbolic link; refusing to follow it"):
+        append_run(state, record(0))
+    # Even when the link is big enough to trigger a rotation, nothing is renamed into place or written.
+    with pytest.raises(UnsafePermissions):
+        append_run(state, record(1), max_bytes=1)
+    assert victim.read_bytes() == before
+    assert (state / HISTORY_FILE).is_symlink()
+    assert read_runs(state) == []
+
+
+def test_a_fifo_at_the_history_is_refused_without_hanging(tmp_path: Path) -> None:
+    from updates.utils.errors import UnsafePermissions
+
+    os.mkfifo(tmp_path / HISTORY_FILE)
+    started = time.monotonic()
+    with pytest.raises(UnsafePermissions, match="not a regular file"):
+        append_run(tmp_path, record(0))
+    assert read_runs(tmp_path) == []
+    assert time.monotonic() - started < 5

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cliparse import Parser, ParserExit, report_early_error
-from ..errors import UpdatesError, UsageError
+from ..errors import UnsafePermissions, UpdatesError, UsageError
 from ..log import setup_logging
 from ..paths import Paths
+from ..permissions import FIX_HINT, check_state_dir, enforced
 from .command_inspect import cmd_history, cmd_status, cmd_verify
 from .command_run import EXIT_INTERRUPTED, cmd_run
 
@@ -134,6 +135,10 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
         return report_early_error(exc)
     verbosity = -1 if opts.quiet else opts.verbose
     paths = Paths.create(root, manifest=opts.manifest)
+    if enforced() and (problems := check_state_dir(paths.state)):
+        # Before the log file is opened there: whoever controls the directory controls what root writes.
+        refusal = f"refusing to use the state directory {paths.state}: {problems[0]}"
+        return report_early_error(UnsafePermissions(refusal, hint=FIX_HINT))
     log_file = setup_logging(paths.logs, verbosity)
     try:
         return HANDLERS[opts.command](paths, opts)

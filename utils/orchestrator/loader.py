@@ -1,10 +1,17 @@
-"""Importing update modules from source, and only from source.
+"""Importing update modules from verified source, and only from verified source.
 
-Contract: `load_main(name, directory)` imports `<directory>/__init__.py` and `<directory>/index.py` as the
-package `updates.<name>` (so `from ..utils.index import ...` works wherever the directory is) and returns the
-module's `main`, checked to accept exactly one positional argument. Every file of the module is compiled
-from its source: no bytecode is read from or written into the module directory, so the verified digest
-covers exactly the code that runs. Each call imports the module afresh, dropping any earlier copy.
+Contract: `load_main(name, directory, verified=None)` imports `<directory>/__init__.py` and
+`<directory>/index.py` as the package `updates.<name>` (so `from ..utils.index import ...` works wherever the
+directory is) and returns the module's `main`, checked to accept exactly one positional argument.
+- Every import under `updates.<name>`, at load time or later from inside `main`, is compiled from the exact
+  bytes the module's digest covered: each `.py` file is read once, its SHA-256 compared with the one
+  `verified` (a `FolderDigest`) recorded, and those bytes compiled. A file changed or added since, a `.pyc`
+  without its `.py`, an extension module or anything else the digest does not cover is refused with an
+  `ImportError` naming the file; no other finder gets to load it. No bytecode is read from or written into
+  the module directory.
+- Without `verified`, the loader digests the directory itself and requires that digest to equal the
+  module's `checksum` file (the runner compared that file with the manifest just before).
+- Each call imports the module afresh, dropping any earlier copy.
 """
 
 from __future__ import annotations
@@ -20,60 +27,92 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
-from ..errors import ModuleLoadError
+from ..digest import FolderDigest, digest_folder, read_checksum_file
+from ..errors import ChecksumError, ModuleLoadError
 
 PACKAGE = "updates"
 
 
-class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
-    """Compile the .py file itself; never consult or write a bytecode cache."""
+class _VerifiedSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compile the bytes the digest covered; never consult or write a bytecode cache."""
+
+    def __init__(self, fullname: str, path: str, verified: FolderDigest, rel: str) -> None:
+        super().__init__(fullname, path)
+        self._verified = verified
+        self._rel = rel
 
     def get_code(self, fullname: str) -> CodeType:
-        source = self.get_data(self.path)
+        try:
+            source = self._verified.read_verified(self._rel)
+        except ChecksumError as exc:
+            message = f"{fullname}: refusing to import: {exc}"
+            raise ImportError(message, name=fullname, path=self.path) from exc
         return compile(source, self.path, "exec", dont_inherit=True)
 
 
 class _ModuleFinder(importlib.abc.MetaPathFinder):
-    """Finds `updates.<module>[.<sub>...]` for the module directories registered with it."""
+    """Finds `updates.<module>[.<sub>...]` for the module directories registered with it.
+
+    For a registered module it never returns None: the answer is a verified spec or an ImportError, so that
+    Python's own path finder never gets to load a `.pyc` or an extension module from the directory. The
+    location comes from the dotted name alone, never from a `__path__` the module could have extended.
+    """
 
     def __init__(self) -> None:
-        self.directories: dict[str, Path] = {}
+        self.modules: dict[str, FolderDigest] = {}
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         parts = fullname.split(".")
-        if len(parts) < 2 or parts[0] != PACKAGE or parts[1] not in self.directories:
+        if len(parts) < 2 or parts[0] != PACKAGE or parts[1] not in self.modules:
             return None
-        if len(parts) == 2:
-            return _spec(fullname, self.directories[parts[1]], package=True)
-        for entry in path or ():
-            base = Path(entry) / parts[-1]
-            if (base / "__init__.py").is_file():
-                return _spec(fullname, base, package=True)
-            if base.with_suffix(".py").is_file():
-                return _spec(fullname, base.with_suffix(".py"), package=False)
-        return None
+        return _verified_spec(fullname, self.modules[parts[1]], parts[2:])
 
 
-def _spec(fullname: str, location: Path, *, package: bool) -> importlib.machinery.ModuleSpec:
-    if package:
-        init = location / "__init__.py"
-        if not init.is_file():
-            namespace = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
-            namespace.submodule_search_locations = [str(location)]
-            return namespace
-        source = init
-    else:
-        source = location
+def _verified_spec(fullname: str, verified: FolderDigest, inner: list[str]) -> importlib.machinery.ModuleSpec:
+    rel = "/".join(inner)
+    location = verified.top.joinpath(*inner)
+    init = f"{rel}/__init__.py" if rel else "__init__.py"
+    if init in verified.files:
+        return _source_spec(fullname, verified, init, package_dir=location)
+    if rel and f"{rel}.py" in verified.files:
+        return _source_spec(fullname, verified, f"{rel}.py", package_dir=None)
+    if rel in verified.directories:
+        # A directory of verified files without __init__.py: a namespace package, as Python would make it.
+        namespace = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+        namespace.submodule_search_locations = [str(location)]
+        return namespace
+    raise _refusal(fullname, location)
+
+
+def _source_spec(
+    fullname: str, verified: FolderDigest, rel: str, *, package_dir: Path | None
+) -> importlib.machinery.ModuleSpec:
+    source = str(verified.top / rel)
     spec = importlib.util.spec_from_file_location(
         fullname,
         source,
-        loader=_SourceOnlyLoader(fullname, str(source)),
-        submodule_search_locations=[str(location)] if package else None,
+        loader=_VerifiedSourceLoader(fullname, source, verified, rel),
+        submodule_search_locations=[str(package_dir)] if package_dir is not None else None,
     )
     assert spec is not None
     return spec
+
+
+def _refusal(fullname: str, location: Path) -> ImportError:
+    """ImportError naming what Python would have loaded instead of verified source, if anything is there."""
+    suffixes = [".py", *importlib.machinery.BYTECODE_SUFFIXES, *importlib.machinery.EXTENSION_SUFFIXES]
+    candidates = [location / "__init__.py", *(location / f"__init__{s}" for s in suffixes[1:])]
+    candidates += [location.with_name(location.name + suffix) for suffix in suffixes]
+    found = next((c for c in candidates if c.exists() or c.is_symlink()), None)
+    if found is None:
+        return ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+    return ImportError(
+        f"{fullname}: refusing to import {found}: not source covered by the module's verified checksum",
+        name=fullname,
+        path=str(found),
+    )
 
 
 _FINDER = _ModuleFinder()
@@ -91,13 +130,34 @@ def forget(name: str) -> None:
         del sys.modules[key]
 
 
-def load_main(name: str, directory: Path) -> Callable[[dict[str, Any]], Any]:
-    """Import the module afresh and return its checked `main`."""
+def _snapshot(name: str, directory: Path) -> FolderDigest:
+    """The directory's digest now, required to equal its checksum file (when the caller verified nothing)."""
+    try:
+        verified = digest_folder(directory)
+        recorded = read_checksum_file(directory)
+    except ChecksumError as exc:
+        raise ModuleLoadError(f"{name}: cannot verify before import: {exc}") from exc
+    if recorded != verified.digest:
+        raise ModuleLoadError(
+            f"{name}: checksum mismatch at import: expected {recorded} (checksum file), got {verified.digest}"
+        )
+    return verified
+
+
+def load_main(
+    name: str, directory: Path, verified: FolderDigest | None = None
+) -> Callable[[dict[str, Any]], Any]:
+    """Import the module afresh from the source `verified` covers and return its checked `main`."""
     if PACKAGE not in sys.modules:
         raise ModuleLoadError("the package `updates` is not registered; run through index.py")
+    directory = Path(directory)
+    if verified is None:
+        verified = _snapshot(name, directory)
+    elif Path(verified.top).absolute() != directory.absolute():
+        raise ModuleLoadError(f"{name}: the verified digest is of {verified.top}, not {directory}")
     _install_finder()
     forget(name)
-    _FINDER.directories[name] = Path(directory)
+    _FINDER.modules[name] = verified
     previous = sys.dont_write_bytecode
     sys.dont_write_bytecode = True
     try:

@@ -259,5 +259,6 @@ class GitHubReleases:
             etag = response.headers.get("ETag")
             if cache is not None and etag and self.write_cache:
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(cache, json.dumps({"url": url, "etag": etag, "body": body}), mode=0o600)
+                text = json.dumps({"url": url, "etag": etag, "body": body})
+                atomic_write_text(cache, text, mode=0o600, follow_symlinks=False)
             return body, False

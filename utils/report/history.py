@@ -10,6 +10,9 @@ Contract:
   lines (or, after a crash, at worst one truncated last line, which readers skip). Writers are serialised
   by the run lock. Before appending, a file larger than `max_bytes` is rotated with `os.replace`:
   `history.jsonl` -> `.1` -> `.2` ... up to `keep` old files; the oldest falls off.
+- The history file is never reached through a link: appends open it with `O_NOFOLLOW` and refuse
+  (`UnsafePermissions`, which the publisher logs) a link or anything but a regular file at its place, and
+  readers skip such a file with a warning. Rotation renames names, never what a link points to.
 - `read_runs(state, limit)` returns runs newest first across the current and rotated files, skipping
   lines that are not whole JSON objects. `last_status_by_module(runs)` tells, per module, the status of the
   last real run that considered it and when that run finished.
@@ -18,14 +21,17 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..errors import UnsafePermissions
 from ..paths import Paths
 from ..results import Status
 
@@ -110,9 +116,26 @@ def _rotate(path: Path, keep: int) -> None:
         return
     for n in range(keep - 1, 0, -1):
         older = path.with_name(f"{path.name}.{n}")
-        if older.exists():
+        if os.path.lexists(older):
             older.replace(path.with_name(f"{path.name}.{n + 1}"))
     path.replace(path.with_name(f"{path.name}.1"))
+
+
+def _open_no_follow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """Open a history file without following a link; refuse anything but a regular file."""
+    try:
+        # O_NONBLOCK: a FIFO planted at the place must not hang the run.
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePermissions(f"{path}: is a symbolic link; refusing to follow it") from exc
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader, or a socket
+            raise UnsafePermissions(f"{path}: not a regular file; refusing to use it") from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePermissions(f"{path}: not a regular file; refusing to use it")
+    return fd
 
 
 def append_run(
@@ -124,16 +147,16 @@ def append_run(
 ) -> Path:
     """Append `record` (schema added when missing) as one line; returns the history file's path."""
     path = history_path(state)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = {"schema": SCHEMA, **record}
     line = (json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
     try:
-        size = path.stat().st_size
+        size = path.lstat().st_size  # a link's own size: it is refused below, not rotated into place
     except FileNotFoundError:
         size = 0
-    if size and size + len(line) > max_bytes:
+    if size and size + len(line) > max_bytes and not path.is_symlink():
         _rotate(path, keep)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    fd = _open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
         written = os.write(fd, line)
         if written != len(line):
@@ -148,8 +171,12 @@ def append_run(
 def _parse_lines(path: Path) -> list[dict[str, Any]]:
     """Records of one file, oldest first; a line that is not a whole JSON object is skipped."""
     try:
-        data = path.read_bytes()
+        with os.fdopen(_open_no_follow(path, os.O_RDONLY), "rb") as handle:
+            data = handle.read()
     except FileNotFoundError:
+        return []
+    except UnsafePermissions as exc:
+        log.warning("not reading the run history: %s", exc)
         return []
     except OSError as exc:
         # `status` and `history` should still show what they can, e.g. to a user who may not read it.
