@@ -207,3 +207,36 @@ def test_a_helper_outliving_a_killed_holder_does_not_keep_the_next_run_out(tmp_p
                 os.kill(helper, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@needs_root
+def test_a_state_directory_another_user_owns_is_refused_before_the_log_file_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
+    root = tmp_path / "root"
+    root.mkdir()
+    state = make_state(root)
+    os.chown(state, OTHER_UID, OTHER_UID)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious bytes\n")
+    (state / "logs").mkdir()
+    (state / "logs" / "updates.log").symlink_to(victim)  # planted by the owner of the state directory
+    for command in (["run"], ["status"], ["verify"], ["history"]):
+        assert main(command, root=root) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines[0].startswith(f"error: refusing to use the state directory {state}: "), lines
+        assert len([line for line in lines if line.startswith("error:")]) == 1
+    assert victim.read_bytes() == b"precious bytes\n"
+
+
+def test_the_log_file_is_never_opened_through_a_link(tmp_path: Path) -> None:
+    from updates.utils.log import setup_logging
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious bytes\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "updates.log").symlink_to(victim)
+    assert setup_logging(logs) is None  # falls back to the terminal only
+    assert victim.read_bytes() == b"precious bytes\n"
