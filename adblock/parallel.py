@@ -12,6 +12,10 @@ part to the parent and receives the parent's upper part (marshal over pipes), me
 upper range and sends it back; the parent does the same for the lower range. The two ranges are disjoint, so
 lower + upper is the sorted, de-duplicated whole. The child only computes and talks over its pipes, then
 leaves with `os._exit` (no cleanup handlers, no logging); any failure in it makes the parent raise.
+
+Whatever ends the parent's part (an error, a module timeout, Ctrl-C, even one landing right after the fork)
+the child is killed unless it finished and is always reaped before `parse_in_two` returns or raises; on
+Linux it is also killed when the parent dies (SIGKILL included), so it never computes on for nobody.
 """
 from __future__ import annotations
 
@@ -23,11 +27,13 @@ import operator
 import os
 import signal
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 SAMPLE_WINDOWS = 64
 SAMPLE_SIZE = 4096
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def _cpus() -> int:
@@ -102,6 +108,24 @@ def _child(
     _send_names(out, _merge_range(upper, _receive_names(inp)))
 
 
+def _die_with(parent: int) -> None:
+    """In the child: be killed when the parent dies, even by SIGKILL, which runs none of its cleanup."""
+    if sys.platform.startswith("linux"):
+        import ctypes  # noqa: PLC0415 - only the child loads it, after the fork
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
+def _pipe(stack: contextlib.ExitStack) -> tuple[BinaryIO, BinaryIO]:
+    """A pipe as (reader, writer) files that `stack` closes."""
+    read_fd, write_fd = os.pipe()
+    reader = stack.enter_context(os.fdopen(read_fd, "rb"))
+    return reader, stack.enter_context(os.fdopen(write_fd, "wb"))
+
+
 def parse_in_two(
     parts: list[str], lenient: bool, parse_chunk: Callable[..., Any]
 ) -> tuple[list[str], Any] | None:
@@ -109,7 +133,7 @@ def parse_in_two(
     it is cut there into its two halves, whose concatenation is the text, so that no process keeps the
     whole text beside its half, and the helper keeps only its own half. After a failure `"".join(parts)`
     is the text again."""
-    if _cpus() < 2 or not hasattr(os, "fork") or len(parts) != 1:
+    if _cpus() < 2 or not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask") or len(parts) != 1:
         return None
     middle = parts[0].find("\n", len(parts[0]) // 2) + 1
     if middle <= 0:
@@ -118,41 +142,56 @@ def parse_in_two(
     text = parts.pop()
     parts += [text[:middle], text[middle:]]
     del text
-    to_parent_r, to_parent_w = os.pipe()
-    to_child_r, to_child_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: compute, talk over the pipes, leave without running any cleanup
-        code = 1
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.close(to_parent_r)
-            os.close(to_child_w)
-            del parts[0]  # the parent's half
-            with os.fdopen(to_parent_w, "wb") as out, os.fdopen(to_child_r, "rb") as inp:
-                _child(parts.pop(), lenient, pivot, parse_chunk, out=out, inp=inp)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(to_parent_w)
-    os.close(to_child_r)
+    parent = os.getpid()
+    pid = 0
     finished = False
+    # Signals wait from here until the child is known and owned by the `try`: an interruption landing
+    # between the fork and the assignment of its pid would leave nobody to kill and reap the child.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
-        with os.fdopen(to_parent_r, "rb") as inp, os.fdopen(to_child_w, "wb") as out:
+        with contextlib.ExitStack() as pipes:
+            from_child, to_parent = _pipe(pipes)
+            from_parent, to_child = _pipe(pipes)
+            pid = os.fork()
+            if pid == 0:  # the child: compute, talk over the pipes, leave without running any cleanup
+                code = 1
+                try:
+                    _die_with(parent)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                    from_child.close()
+                    to_child.close()
+                    del parts[0]  # the parent's half
+                    _child(parts.pop(), lenient, pivot, parse_chunk, out=to_parent, inp=from_parent)
+                    to_parent.close()
+                    code = 0
+                finally:
+                    os._exit(code)
+            to_parent.close()
+            from_parent.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what came meanwhile is raised here
             names, stats = parse_chunk(parts[0], lenient)
             names.sort()
             cut = bisect.bisect_left(names, pivot)
-            their_stats = marshal.loads(_receive(inp))  # noqa: S302 - from our own child over a private pipe
-            their_lower = _receive_names(inp)
-            _send_names(out, names[cut:])
+            their_stats = marshal.loads(_receive(from_child))  # noqa: S302 - our own child, a private pipe
+            their_lower = _receive_names(from_child)
+            _send_names(to_child, names[cut:])
             lower = _merge_range(names[:cut], their_lower)
             del names, their_lower
-            upper = _receive_names(inp)
+            upper = _receive_names(from_child)
         finished = True
     finally:
-        if not finished:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+        # Signals wait again, so that the child is reaped even when one comes now: otherwise it would stay
+        # a zombie, or run on, after an interruption here. The wait is short: it was killed or has finished.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            if pid:
+                if not finished:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"the parsing helper process failed (status {status})")
     stats.add(*their_stats)

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +87,121 @@ def test_a_failing_helper_is_reported_and_reaped() -> None:
         parse_in_two(parts, False, failing_in_child)
     assert children() == before  # the helper was waited for: no zombie left behind
     assert len(parts) == 2 and "".join(parts) == text  # what parse_list falls back on
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A throwaway process for what cannot be undone in the test process (a fork hook) or must die (SIGKILL).
+_PRELUDE = f"""
+import functools, os, runpy, signal, sys, time
+runpy.run_path({str(ROOT / "utils" / "bootstrap.py")!r})["register_package"]()
+from updates.adblock.parallel import parse_in_two
+from updates.adblock.parse import parse_chunk
+"""
+
+
+def run_script(tmp_path: Path, body: str, **popen: object) -> subprocess.Popen[str]:
+    script = tmp_path / "script.py"
+    script.write_text(_PRELUDE + body)
+    return subprocess.Popen([sys.executable, str(script)], text=True, **popen)  # type: ignore[call-overload]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_an_interruption_right_after_the_fork_still_reaps_the_helper(tmp_path: Path) -> None:
+    """The signal comes before os.fork() has even returned the helper's pid to the parent: sent by a fork
+    hook through libc (no Python code in between that would run the handler earlier)."""
+    two_cpus()
+    body = """
+import ctypes
+class Interrupted(Exception):
+    pass
+def interrupt(signum, frame):
+    raise Interrupted
+signal.signal(signal.SIGUSR1, interrupt)
+libc = ctypes.CDLL(None)
+os.register_at_fork(after_in_parent=functools.partial(libc.kill, os.getpid(), signal.SIGUSR1))
+text = "".join(f"0.0.0.0 n{i}.example.com\\n" for i in range(50_000))
+try:
+    parse_in_two([text], False, parse_chunk)
+    print("not interrupted")
+except Interrupted:
+    print("interrupted")
+mine = []
+for stat in os.listdir("/proc"):
+    try:
+        if stat.isdigit() and int(open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+            mine.append(stat)
+    except OSError:
+        pass
+print("children:", mine)
+"""
+    proc = run_script(tmp_path, body, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    assert out.splitlines() == ["interrupted", "children: []"], err
+
+
+def test_the_helper_dies_with_its_parent(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL runs no cleanup: the helper must not compute on for nobody."""
+    two_cpus()
+    pid_file = tmp_path / "helper.pid"
+    body = f"""
+def slow(text, lenient=False):
+    if text.startswith("# CHILD-HALF"):
+        with open({str(pid_file)!r} + ".tmp", "w") as fh:
+            fh.write(str(os.getpid()))
+        os.rename({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
+        time.sleep(60)
+    elif text.startswith("# PARENT-HALF"):
+        time.sleep(60)
+    return parse_chunk(text, lenient)
+half = "".join(f"0.0.0.0 n{{i}}.example.com\\n" for i in range(2000))
+parse_in_two(["# PARENT-HALF\\n" + half + "# CHILD-HALF\\n" + half], False, slow)
+"""
+    parent = run_script(tmp_path, body)
+    helper = 0
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        helper = int(pid_file.read_text())
+        assert alive(helper)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while alive(helper) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(helper)
+    finally:
+        parent.kill()
+        parent.wait(10)
+        if helper and alive(helper):
+            os.kill(helper, signal.SIGKILL)
+
+
+def test_a_module_timeout_in_the_parent_half_kills_and_reaps_the_helper() -> None:
+    from updates.utils.deadline import deadline
+    from updates.utils.errors import ModuleTimeout
+
+    two_cpus()
+
+    def slow(text: str, lenient: bool = False) -> tuple[list[str], object]:
+        if text.startswith(("# PARENT-HALF", "# CHILD-HALF")):
+            time.sleep(30)
+        return parse_chunk(text, lenient)
+
+    half = "".join(f"0.0.0.0 n{i}.example.com\n" for i in range(2000))
+    text = "# PARENT-HALF\n" + half + "# CHILD-HALF\n" + half
+    before = children()
+    parts = [text]
+    started = time.monotonic()
+    with pytest.raises(ModuleTimeout), deadline(0.3):
+        parse_in_two(parts, False, slow)
+    assert time.monotonic() - started < 5
+    assert children() == before
+    assert "".join(parts) == text

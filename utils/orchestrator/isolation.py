@@ -7,21 +7,26 @@ level (so the summary and later errors still reach the operator). During the blo
 a module runs unattended and must not wait for a terminal. With `stdout_to_stderr`, whatever the module
 writes to stdout (Python prints, raw writes to fd 1, child processes) goes to stderr instead, keeping
 stdout for the JSON report. It does not catch anything itself; the runner decides what an exception means.
+Every restore step runs even when an earlier one fails (a working directory removed meanwhile, a signal);
+then the first failure is raised and any later ones are logged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+log = logging.getLogger(__name__)
 
 
 def _restore_environ(saved: dict[str, str]) -> None:
@@ -46,6 +51,34 @@ def _fd_redirect(target_fd: int, source_fd: int) -> Iterator[None]:
     finally:
         os.dup2(saved, target_fd)
         os.close(saved)
+
+
+def _run_all(steps: list[Callable[[], object]]) -> None:
+    """Run every step, whatever the earlier ones raised (Ctrl-C included); then raise the first failure."""
+    failures: list[BaseException] = []
+    for step in steps:
+        try:
+            step()
+        except BaseException as exc:
+            failures.append(exc)
+    if failures:
+        for later in failures[1:]:  # logged once logging and the streams are back
+            log.error("restoring the process state after a module also failed: %r", later)
+        raise failures[0]
+
+
+def _restore_streams(streams: tuple[Any, Any, Any]) -> None:
+    sys.stdin, sys.stdout, sys.stderr = streams
+
+
+def _restore_list(name: str, saved: list[str]) -> None:
+    # In place, as it was taken: whoever holds a reference to sys.path or sys.argv sees the restored list.
+    getattr(sys, name)[:] = saved
+
+
+def _restore_handler(sig: int, handler: Any) -> None:
+    if signal.getsignal(sig) is not handler and handler is not None:
+        signal.signal(sig, handler)
 
 
 def _flush_all() -> None:
@@ -81,15 +114,17 @@ def isolated(*, stdout_to_stderr: bool = False) -> Iterator[None]:
         try:
             yield
         finally:
-            # Before fd 1 is pointed back: text a module left in a buffer belongs where it wrote it.
-            _flush_all()
-            sys.stdin, sys.stdout, sys.stderr = streams
-            os.chdir(cwd)
-            _restore_environ(environ)
-            sys.path[:] = path
-            sys.argv[:] = argv
-            os.umask(umask)
-            logging.disable(disabled)
-            for sig, handler in handlers.items():
-                if signal.getsignal(sig) is not handler and handler is not None:
-                    signal.signal(sig, handler)
+            _run_all(
+                [
+                    # Before fd 1 is pointed back: text a module left in a buffer belongs where it wrote it.
+                    _flush_all,
+                    functools.partial(_restore_streams, streams),
+                    functools.partial(os.chdir, cwd),
+                    functools.partial(_restore_environ, environ),
+                    functools.partial(_restore_list, "path", path),
+                    functools.partial(_restore_list, "argv", argv),
+                    functools.partial(os.umask, umask),
+                    functools.partial(logging.disable, disabled),
+                    *(functools.partial(_restore_handler, sig, handler) for sig, handler in handlers.items()),
+                ]
+            )

@@ -13,7 +13,8 @@ Contract of `install_directory(plan, new_dir, version, old_version)`:
    (kept, the newest `keep_backups` of them), then `new_dir` becomes the install directory.
 4. The service is started and its health polled. On failure the new directory is moved aside as
    `<name>-failed-<new>-<stamp>` (kept for diagnosis), the backup is renamed back, the service restarted,
-   and `InstallError` says so.
+   and `InstallError` says so. The undo works from what is on disk (the switch may have stopped after either
+   rename) and is shielded from the module's timeout, SIGTERM and Ctrl-C, which are delivered once it is done.
 The backup directory must be on the install directory's file system (checked before anything changes).
 """
 
@@ -26,6 +27,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..deadline import shielded
 from ..errors import UpdatesError
 from ..fsutil import fsync_dir
 from .binary import (
@@ -37,6 +39,7 @@ from .binary import (
     raise_after_undo,
     restart_after_undo,
     start_and_check,
+    undo_limit,
     unique_path,
     utc_stamp,
 )
@@ -177,8 +180,10 @@ def install_directory(
         _owner_like(install_dir, new_dir)
         copied = carry_over(install_dir, new_dir, plan.keep)
         log.info("carried over %s into the new %s", ", ".join(copied) or "nothing", install_dir.name)
-        install_dir.rename(backup)
+        # Set before the first rename: an interruption can land right after either rename, and then the
+        # undo must run; it finds out from the disk how far the switch got.
         switched = True
+        install_dir.rename(backup)
         new_dir.rename(install_dir)
         fsync_dir(parent)
         fsync_dir(plan.backup_dir)
@@ -187,12 +192,13 @@ def install_directory(
         elif service is not None:
             log.info("%s was not running; left stopped, no health check", service.unit)
     except BaseException as exc:  # undo on anything, see install.install_binary
-        note = (
-            _undo(plan, backup, version, stamp, was_active)
-            if switched
-            else restart_after_undo(service, was_active)
-        )
-        raise_after_undo(exc, f"{install_dir.name} {version}", note)
+        with shielded(f"rolling back {install_dir.name} {version}", limit=undo_limit(service)):
+            note = (
+                _undo(plan, backup, version, stamp, was_active)
+                if switched
+                else restart_after_undo(service, was_active)
+            )
+            raise_after_undo(exc, f"{install_dir.name} {version}", note)
     log.info("installed %s %s; previous directory kept as %s", install_dir, version, backup)
     prune_backups(plan.backup_dir, install_dir.name, plan.keep_backups)
     return backup
@@ -201,18 +207,26 @@ def install_directory(
 def _undo(plan: DirectoryInstall, backup: Path, version: Version, stamp: str, was_active: bool) -> str:
     service = plan.service
     install_dir = plan.install_dir
-    failed = unique_path(plan.backup_dir / f"{install_dir.name}-failed-{version}-{stamp}")
+    failed: Path | None = None
     try:
         if service is not None and was_active:
             try:
                 service.manager.stop(service.unit)
             except UpdatesError as exc:
                 log.warning("stopping %s for the rollback failed: %s", service.unit, exc)
-        if install_dir.exists():
-            install_dir.rename(failed)
-        backup.rename(install_dir)
-        fsync_dir(install_dir.parent)
+        # No backup: the first rename had not happened, the installed directory is still in place.
+        # A backup and no install directory: stopped between the renames; the new one is still new_dir.
+        if backup.exists():
+            if install_dir.exists():
+                failed = unique_path(plan.backup_dir / f"{install_dir.name}-failed-{version}-{stamp}")
+                install_dir.rename(failed)
+            backup.rename(install_dir)
+            fsync_dir(install_dir.parent)
+            fsync_dir(plan.backup_dir)
     except OSError as exc:
         return f"; ROLLBACK FAILED ({exc}); the previous directory is {backup}"
-    note = f"; rolled back to the previous directory (the failed one is kept as {failed})"
+    if failed is not None:
+        note = f"; rolled back to the previous directory (the failed one is kept as {failed})"
+    else:
+        note = "; the previous directory is in place (the new one was not switched in)"
     return note + restart_after_undo(service, was_active)

@@ -13,6 +13,8 @@ Contract of `install_binary(plan, new_file, version, old_version)`:
    the service is started again, and `InstallError` says what failed and that it was rolled back (or that
    the rollback failed too).
    An interruption (module timeout, Ctrl-C) is undone the same way and then propagates unchanged.
+   The undo is shielded (`utils.deadline.shielded`): a timeout, SIGTERM or Ctrl-C that comes during it
+   waits until it is done (bounded by `undo_limit`) and is delivered then.
 `probe_version` runs `<binary> <args>` through `utils.proc.run` and parses the tool's real output format.
 """
 
@@ -29,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
+from ..deadline import shielded
 from ..errors import CommandError, UpdatesError
 from ..fsutil import copy_file_atomic, fsync_dir
 from ..proc import run
@@ -162,6 +165,18 @@ def start_and_check(service: ServicePlan) -> None:
         poll_health(service.health)
 
 
+UNDO_FILE_STEPS_S = 300.0
+
+
+def undo_limit(service: ServicePlan | None) -> float:
+    """How long an undo may take: each of its service steps is bounded by its own timeout (stop, start,
+    health wait), plus time for putting the files back. Only an undo that hangs beyond that is cut off."""
+    limit = UNDO_FILE_STEPS_S
+    if service is not None:
+        limit += 2 * service.manager.timeout + (service.health.timeout_s if service.health else 0.0)
+    return limit
+
+
 def restart_after_undo(service: ServicePlan | None, was_active: bool) -> str:
     """Start the service again after an undo; return a note for the error message."""
     if service is None or not was_active:
@@ -216,8 +231,10 @@ def install_binary(
     except BaseException as exc:
         # Undo on anything, a module timeout or Ctrl-C included: a stopped service or a half-done switch is
         # worse than the old version running. Errors we can explain become one InstallError line.
-        note = _undo_binary(plan, Saved(target, backup, owner) if backup else None, extra_saved, was_active)
-        raise_after_undo(exc, f"{target.name} {version}", note)
+        with shielded(f"rolling back {target.name} {version}", limit=undo_limit(service)):
+            previous = Saved(target, backup, owner) if backup else None
+            note = _undo_binary(plan, previous, extra_saved, was_active)
+            raise_after_undo(exc, f"{target.name} {version}", note)
     log.info("installed %s %s (backup %s)", target, version, backup)
     prune_backups(plan.backup_dir, target.name, plan.keep_backups)
     for extra in plan.extra_backups:
