@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from orchestrator_support import OK_MODULE, add_module, group, write_manifest
+from orchestrator_support import OK_MODULE, add_module, group, install_copy, write_manifest
 from updates.utils.errors import ManifestError
 from updates.utils.manifest import load_manifest, update_entry
 from updates.utils.paths import Paths
@@ -56,14 +56,135 @@ def test_malformed_json_names_line_and_column(tmp_path):
 
 def test_duplicate_json_key_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text('{"updates": [], "entrypoint": "a", "entrypoint": "b"}')
-    assert "duplicate key 'entrypoint'" in error_of(tmp_path)
+    assert error_of(tmp_path) == 'manifest.json: top level: duplicate key "entrypoint"'
 
 
 def test_nan_and_infinity_are_refused(tmp_path):
     (tmp_path / "manifest.json").write_text('{"updates": [{"name": "a", "children": [], "timeout": NaN}], "entrypoint": "a"}')
-    assert "NaN is not valid JSON" in error_of(tmp_path)
+    assert error_of(tmp_path) == "manifest.json: updates[0].timeout: NaN is not valid JSON"
     (tmp_path / "manifest.json").write_text('{"updates": [{"name": "a", "children": [], "timeout": Infinity}], "entrypoint": "a"}')
-    assert "Infinity is not valid JSON" in error_of(tmp_path)
+    assert error_of(tmp_path) == "manifest.json: updates[0].timeout: Infinity is not valid JSON"
+
+
+# Python's json accepts each of these; the manifest refuses each one, naming where it is.
+A_MODULE = '{{"updates": [{{"name": "all_services", "children": ["alpha"]}}, {{"name": "alpha", {}}}], "entrypoint": "all_services"}}'
+
+
+@pytest.mark.parametrize(
+    ("member", "expected"),
+    [
+        ('"description": "x\\udc80"', "updates[1].description: the string holds a lone surrogate \\udc80, which is not valid Unicode"),
+        ('"description": "\\ud800 high"', "updates[1].description: the string holds a lone surrogate \\ud800"),
+        ('"args": {"list": ["ok", "\\udfff"]}', "updates[1].args.list[1]: the string holds a lone surrogate \\udfff"),
+        ('"args": {"k\\udc80": 1}', 'updates[1].args["k\\udc80"]: the key holds a lone surrogate \\udc80'),
+        ('"description": "x", "description": "y"', 'updates[1]: duplicate key "description"'),
+        ('"args": {"a": {"b": 1, "b": 2}}', 'updates[1].args.a: duplicate key "b"'),
+        ('"args": {"x": -Infinity}', "updates[1].args.x: -Infinity is not valid JSON"),
+        ('"timeout": 1e400', "updates[1].timeout: the number 1e400 is out of range"),
+        ('"args": {"n": ' + "9" * 5000 + "}", "updates[1].args.n: an integer of 5000 digits is too large"),
+        ('"args": {"n": -' + "9" * 4301 + "}", "updates[1].args.n: an integer of 4301 digits is too large"),
+        ('"args": {"odd key": NaN}', 'updates[1].args["odd key"]: NaN is not valid JSON'),
+    ],
+)
+def test_what_python_json_accepts_is_refused_with_its_place(tmp_path, member, expected):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    (tmp_path / "manifest.json").write_text(A_MODULE.format(member))
+    message = error_of(tmp_path)
+    assert message == f"manifest.json: {expected}" or message.startswith(f"manifest.json: {expected}")
+    assert "set_int_max_str_digits" not in message
+
+
+def test_a_long_valid_integer_and_a_surrogate_pair_are_kept(tmp_path):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    member = '"description": "smile \\ud83d\\ude00", "args": {"n": ' + "7" * 4000 + "}"
+    (tmp_path / "manifest.json").write_text(A_MODULE.format(member))
+    entry = load_manifest(paths_for(tmp_path)).entries["alpha"]
+    assert entry.description == "smile \U0001f600" and entry.args["n"] == int("7" * 4000)
+
+
+@pytest.mark.parametrize("depth", [62, 1000, 100_000])
+def test_deep_nesting_is_refused_with_line_and_column(tmp_path, depth):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    # args is the 4th level; its value "deep" starts the 5th: 60 more lists make 64, the limit.
+    member = '"args": {"deep": \n' + "[" * depth + "]" * depth + "}"
+    (tmp_path / "manifest.json").write_text(A_MODULE.format(member))
+    # The 61st list from the line's start is the 65th level.
+    assert error_of(tmp_path) == "manifest.json: line 2 column 61: nested more than 64 levels deep"
+
+
+def test_nesting_up_to_the_limit_is_accepted(tmp_path):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    member = '"args": {"deep": ' + "[" * 60 + "]" * 60 + "}"
+    (tmp_path / "manifest.json").write_text(A_MODULE.format(member))
+    deep = load_manifest(paths_for(tmp_path)).entries["alpha"].args["deep"]
+    assert json.dumps(deep) == "[" * 60 + "]" * 60
+
+
+def test_bytes_that_are_not_utf8_name_line_and_column(tmp_path):
+    (tmp_path / "manifest.json").write_bytes(b'{"updates": [],\n "entrypoint": "\xed\xb2\x80"}')
+    assert error_of(tmp_path) == "manifest.json: line 2 column 17: not UTF-8 text (byte 32)"
+
+
+def test_a_name_ending_in_a_newline_is_refused_even_when_its_directory_exists(tmp_path):
+    add_module(tmp_path, "evil\n", OK_MODULE)
+    write_manifest(tmp_path, [group(["evil\n"]), {"name": "evil\n"}])
+    assert error_of(tmp_path).startswith("manifest.json: updates[1].name: 'evil\\n' is not a safe name")
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"name": "alpha", "checksum": "a" * 64 + "\n"}, "updates[1].checksum: must be 64 lowercase hex digits"),
+        ({"name": "alpha", "script": "run.sh\n", "checksum": "a" * 64}, "updates[1].script: must be a plain file name"),
+        ({"name": "a" * 65, "children": []}, "updates[1].name: longer than 64 characters"),
+        ({"name": "alpha", "script": "s" * 300 + ".sh", "checksum": "a" * 64}, "updates[1].script: cannot look at"),
+    ],
+)
+def test_no_trailing_newline_or_overlong_name_slips_through(tmp_path, entry, expected):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    (tmp_path / "run.sh\n").write_text("#!/bin/sh\n")
+    write_manifest(tmp_path, [group([]), entry])
+    assert error_of(tmp_path).startswith(f"manifest.json: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("notify", "expected"),
+    [
+        ({"webhook": {"url": "http://[::1"}}, "notify.webhook.url: must be an http:// or https:// URL"),
+        ({"bad\nkey": 1}, 'notify["bad\\nkey"]: unknown key'),
+        ({"webhook": {"url": "https://example.invalid/", "x y": 1}}, 'notify.webhook["x y"]: unknown key'),
+    ],
+)
+def test_notify_problems_are_one_line_and_never_raise(tmp_path, notify, expected):
+    (tmp_path / "manifest.json").write_text(json.dumps({"updates": [group([])], "entrypoint": "all_services",
+                                                         "notify": notify}))
+    assert error_of(tmp_path).startswith(f"manifest.json: {expected}")
+
+
+def test_a_long_chain_of_children_is_refused_without_recursion_error(tmp_path):
+    names = [f"g{n}" for n in range(5000)]
+    entries = [group([names[0]]), *({"name": name, "children": names[n + 1 : n + 2]} for n, name in enumerate(names))]
+    write_manifest(tmp_path, entries)
+    assert "levels of children below it" in error_of(tmp_path)
+    entries[-1]["children"] = ["g0"]  # and a cycle that long is found as well
+    write_manifest(tmp_path, entries)
+    assert "children: cycle g0 -> g1 -> " in error_of(tmp_path)
+
+
+def test_a_chain_within_the_limit_loads(tmp_path):
+    names = [f"g{n}" for n in range(32)]
+    entries = [group([names[0]]), *({"name": name, "children": names[n + 1 : n + 2]} for n, name in enumerate(names))]
+    write_manifest(tmp_path, entries)
+    assert load_manifest(paths_for(tmp_path)).descendants("all_services") == names
+
+
+def test_update_entry_refuses_a_manifest_it_could_not_write_back(tmp_path):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    (tmp_path / "manifest.json").write_text(A_MODULE.format('"description": "x\\udc80"'))
+    before = (tmp_path / "manifest.json").read_bytes()
+    with pytest.raises(ManifestError, match=r"updates\[1\]\.description: the string holds a lone surrogate"):
+        update_entry(tmp_path / "manifest.json", "alpha", {"lastApplied": "2024-06-10T15:23:00Z"})
+    assert (tmp_path / "manifest.json").read_bytes() == before
 
 
 def test_symlinked_module_directory_is_refused(tmp_path):
@@ -224,3 +345,32 @@ def test_sigkill_during_writes_leaves_a_whole_file(tmp_path):
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     # A killed writer may leave its temp file; it is never the manifest itself.
     assert all(name.startswith(".manifest.json.") for name in leftovers)
+
+
+@pytest.mark.parametrize(
+    ("member", "place"),
+    [
+        ('"description": "x\\udc80"', "updates[1].description: the string holds a lone surrogate \\udc80"),
+        ('"x": ' + "[" * 100_000 + "]" * 100_000, "line 1 column 147: nested more than 64 levels deep"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [["index.py", "run"], ["index.py", "status"], ["utils/checksummer.py"], ["utils/rollback.py", "mark-safe", "alpha"]],
+)
+def test_every_command_refuses_it_as_a_real_process(tmp_path, member, place, command):
+    install = install_copy(tmp_path / "updates")
+    add_module(install, "alpha", OK_MODULE)
+    (install / "manifest.json").write_text(A_MODULE.format(member))
+
+    def files():
+        return {p: p.read_bytes() for p in sorted(install.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+
+    before = files()
+    done = subprocess.run([sys.executable, *command], cwd=install, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "UPDATES_STATE_DIR": str(tmp_path / "state")}, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"error: manifest.json: {place}" + (", which is not valid Unicode" if "surrogate" in place else "")]
+    assert done.stdout == ""
+    assert files() == before
+    assert not (tmp_path / "state" / "history.jsonl").exists()

@@ -186,3 +186,50 @@ def test_main_in_process_with_a_root(repo: Repo, capsys: pytest.CaptureFixture[s
     assert main(["rollback", MODULE, "--to", "1.0.0"], root=repo.root) == 0
     assert "nothing changed" in capsys.readouterr().out
     assert main(["list", "Bad-Name"], root=repo.root) == 1
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        ("deep", "error: manifest.json: line 1 column 115: nested more than 64 levels deep"),
+        ("surrogate", "error: manifest.json: updates[0].description: the string holds a lone surrogate \\udc80, "
+                      "which is not valid Unicode"),
+    ],
+)
+@pytest.mark.parametrize("args", [["mark-safe", MODULE], ["tag", MODULE], ["rollback", MODULE, "--to", "1.0.0"]])
+def test_a_manifest_python_cannot_handle_is_one_line_and_exit_2(
+    repo: Repo, breakage: str, expected: str, args: list[str]
+) -> None:
+    manifest = repo.root / "manifest.json"
+    if breakage == "deep":
+        manifest.write_text('{"updates": [], "entrypoint": "all_services", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    else:
+        manifest.write_text(manifest.read_text().replace('"everything"', '"everything\\udc80"'))
+    before, tree = manifest.read_bytes(), module_files(repo)
+    done = cli(repo, *args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [expected], done.stderr
+    assert done.stdout == ""
+    assert manifest.read_bytes() == before and module_files(repo) == tree
+
+
+def test_the_api_returns_false_on_an_unexpected_error_and_logs_the_traceback(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from updates.utils.log import setup_logging
+    from updates.utils.rollback import rollback_module
+
+    def bug(step: str) -> None:
+        if step == "swapped":
+            raise RuntimeError("a bug below the API")
+
+    log_file = setup_logging(repo.paths.logs)
+    before = (repo.root / "manifest.json").read_bytes(), module_files(repo)
+    assert rollback_module(MODULE, "1.0.0", paths=repo.paths, _on_step=bug) is False
+    assert ((repo.root / "manifest.json").read_bytes(), module_files(repo)) == before  # put back as it was
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "error: demo: rollback to 1.0.0 failed unexpectedly: RuntimeError: a bug below the API"
+    ]
+    assert log_file is not None
+    assert "Traceback" in log_file.read_text() and 'raise RuntimeError("a bug below the API")' in log_file.read_text()

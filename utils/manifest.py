@@ -3,7 +3,9 @@
 Contract:
 - `load_manifest(paths)` parses and validates the whole file (every entry, reachable or not) and returns a
   `Manifest`, or raises `ManifestError` whose message is one line naming the file and the place, e.g.
-  `manifest.json: updates[3].children[0]: no entry named "gogz"`.
+  `manifest.json: updates[3].children[0]: no entry named "gogz"`. That holds for any bytes in the file:
+  JSON syntax errors and nesting deeper than MAX_DEPTH name the line and column; duplicate keys, NaN,
+  Infinity, out-of-range numbers and strings with lone surrogates name the place (`read_raw`).
 - The rules themselves are `utils.schema.validate(raw, root)`, the pure check behind it, which returns
   every problem found (for `index.py verify`).
 - `update_entry(path, name, changes)` re-reads the file, changes only the given keys of one entry and writes
@@ -13,6 +15,8 @@ Contract:
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +25,7 @@ from typing import Any
 from .errors import ManifestError
 from .fsutil import atomic_write_text
 from .paths import Paths
-from .schema import validate
+from .schema import key_place, validate
 
 
 @dataclass(frozen=True)
@@ -75,39 +79,176 @@ def display_name(path: Path) -> str:
         return str(path)
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
+# The shipped manifest nests 4 levels (object, `updates`, entry, `args`); 64 leaves room for any module's
+# args while keeping every later parse and dump of the file far from Python's recursion limit.
+MAX_DEPTH = 64
+# A string token (escapes included) or a bracket: enough to find how deep the text nests without parsing it.
+_NESTING_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; they are not JSON and would be written back as such.
-    raise ValueError(f"{name} is not valid JSON")
+class _Refused:
+    """Put in the parsed tree where a value cannot be accepted, so that the walk can name its place."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _Parser:
+    """One `json.loads` with hooks that record what the standard parser would accept or lose silently."""
+
+    def __init__(self) -> None:
+        # id(object) -> its first repeated key. A repeated key's value is dropped; `kept` holds it so that
+        # the ids of objects inside it stay unique while the tree is walked.
+        self.duplicates: dict[int, str] = {}
+        self.kept: list[Any] = []
+
+    def object_pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                self.duplicates.setdefault(id(result), key)
+                self.kept.append(value)
+                continue
+            result[key] = value
+        return result
+
+    @staticmethod
+    def constant(name: str) -> _Refused:
+        # Python's json accepts NaN and Infinity; they are not JSON and would be written back as such.
+        return _Refused(f"{name} is not valid JSON")
+
+    @staticmethod
+    def integer(digits: str) -> int | _Refused:
+        try:
+            return int(digits)
+        except ValueError:  # longer than the interpreter converts (4300 digits by default)
+            return _Refused(f"an integer of {len(digits.lstrip('-'))} digits is too large")
+
+    @staticmethod
+    def number(text: str) -> float | _Refused:
+        value = float(text)
+        if not math.isfinite(value):  # 1e400 parses as inf and would be written back as Infinity
+            shown = text if len(text) <= 20 else text[:17] + "..."
+            return _Refused(f"the number {shown} is out of range")
+        return value
+
+    def loads(self, text: str) -> Any:
+        return json.loads(
+            text,
+            object_pairs_hook=self.object_pairs,
+            parse_constant=self.constant,
+            parse_int=self.integer,
+            parse_float=self.number,
+        )
+
+
+def _line_column(text: str, offset: int) -> str:
+    """`line L column C` of `offset`, counted as JSONDecodeError counts them."""
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)
+    return f"line {line} column {column}"
+
+
+def _too_deep(text: str) -> str:
+    """Where `text` first nests deeper than MAX_DEPTH, as JSON's own errors name a place."""
+    depth = 0
+    for token in _NESTING_RE.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return f"{_line_column(text, token.start())}: nested more than {MAX_DEPTH} levels deep"
+        elif bracket in ("]", "}"):
+            depth -= 1
+    return f"nested more than {MAX_DEPTH} levels deep"
+
+
+def _lone_surrogate(text: str, what: str) -> str | None:
+    """Why `text` cannot be kept when it holds a lone surrogate (UTF-8 cannot encode one), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        escape = f"\\u{ord(text[exc.start]):04x}"
+        return f"{what} holds a lone surrogate {escape}, which is not valid Unicode"
+    return None
+
+
+def _tree_problem(tree: Any, parser: _Parser, text: str) -> str | None:
+    """The first value in `tree` (parsed from `text`) that the manifest must not hold, as `place: what`.
+
+    Iterative, and nesting deeper than MAX_DEPTH is reported (with its line and column), not walked into.
+    """
+    stack: list[tuple[Any, str, int]] = [(tree, "", 1)]
+    while stack:
+        value, where, depth = stack.pop()
+        place = where or "top level"
+        if isinstance(value, _Refused):
+            return f"{place}: {value.reason}"
+        if isinstance(value, str):
+            if problem := _lone_surrogate(value, "the string"):
+                return f"{place}: {problem}"
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_DEPTH:
+            return _too_deep(text)
+        if isinstance(value, dict):
+            if id(value) in parser.duplicates:
+                key = parser.duplicates[id(value)]
+                return f"{place}: duplicate key {json.dumps(key)}"
+            for key in value:
+                if problem := _lone_surrogate(key, "the key"):
+                    return f"{key_place(where, key)}: {problem}"
+            children = [(item, key_place(where, key), depth + 1) for key, item in value.items()]
+        else:
+            children = [(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+        stack.extend(reversed(children))  # popped in document order: the first problem is reported
+    return None
+
+
+def _parse(text: str, shown: str) -> Any:
+    parser = _Parser()
+    try:
+        tree = parser.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{shown}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ManifestError(f"{shown}: {_too_deep(text)}") from None
+    except ValueError as exc:  # any other refusal of the standard parser, kept to its first line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ManifestError(f"{shown}: {first}") from None
+    problem = _tree_problem(tree, parser, text)
+    if problem is not None:
+        raise ManifestError(f"{shown}: {problem}")
+    return tree
+
+
+def _decode(data: bytes, shown: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8")  # valid up to the first bad byte
+        where = _line_column(before, len(before))
+        raise ManifestError(f"{shown}: {where}: not UTF-8 text (byte {exc.start})") from None
 
 
 def read_raw(path: Path) -> dict[str, Any]:
-    """Parse the manifest file; JSON errors become a ManifestError naming line and column."""
+    """Parse the manifest file; any problem becomes a ManifestError naming the line and column or the place.
+
+    Beyond JSON syntax it refuses what Python's parser accepts but the manifest must not hold: duplicate
+    keys, NaN and Infinity, numbers Python cannot convert or write back, strings with lone surrogates
+    (`"\\udc80"`), and nesting deeper than MAX_DEPTH.
+    """
     shown = display_name(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(
             f"{shown}: no such file", hint="pass --manifest PATH or create manifest.json"
         ) from None
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{shown}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
-        raise ManifestError(f"{shown}: cannot read: {exc.strerror}") from None
-    try:
-        raw = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{shown}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except ValueError as exc:
-        raise ManifestError(f"{shown}: {exc}") from None
+        raise ManifestError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    raw = _parse(_decode(data, shown), shown)
     if not isinstance(raw, dict):
         raise ManifestError(f"{shown}: the top level must be a JSON object")
     return raw

@@ -12,7 +12,8 @@ Contract (DESIGN.md, "Rollback"):
   another existing file, so a hand-run rollback without `UPDATES_STATE_DIR` never races the nightly run.
 - Command line: `list NAME [--json]`, `tag NAME [--version V] [--push]`, `rollback NAME [--to VERSION]
   [--force]`, `mark-safe NAME`. Exit 0 on success, 1 when refused or failed (one line on stderr saying
-  why), 2 for usage or manifest errors, 75 when a run holds the lock.
+  why; for an unexpected error, where its traceback was logged), 2 for usage or manifest errors, 75 when
+  a run holds the lock, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def list_available_versions(
 
 
 def _attempt(what: str, action: Callable[[], object]) -> bool:
+    """Run `action`; True when it succeeded, else False with one logged line saying why (never raises)."""
     try:
         action()
     except LockHeld as exc:
@@ -96,6 +98,11 @@ def _attempt(what: str, action: Callable[[], object]) -> bool:
         return False
     except (UpdatesError, OSError) as exc:
         log.error("%s failed: %s", what, exc)
+        return False
+    except Exception as exc:
+        # The contract promises True or False: a bug below must not escape to the caller's code. The
+        # terminal gets one line, the log file the traceback.
+        log.error("%s failed unexpectedly: %s: %s", what, type(exc).__name__, exc, exc_info=True)
         return False
     return True
 
@@ -169,7 +176,7 @@ def build_parser() -> Parser:
         prog="rollback.py",
         description="Tag deployed module versions and roll modules back to a tagged version.",
         epilog="exit codes: 0 done, 1 refused or failed, 2 usage or manifest error, "
-        "75 a run holds the lock",
+        "75 a run holds the lock, 130 interrupted",
     )
     parser.add_argument("--manifest", type=Path, metavar="PATH", help="manifest to read and update")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
@@ -269,7 +276,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None, git: Git |
     except UpdatesError as exc:
         return report_early_error(exc)
     paths = Paths.create(root, manifest=opts.manifest)
-    setup_logging(paths.logs, -1 if opts.quiet else opts.verbose)
+    log_file = setup_logging(paths.logs, -1 if opts.quiet else opts.verbose)
     paths, git = context(paths, git)
     try:
         return HANDLERS[opts.command](paths, git, opts)
@@ -280,6 +287,14 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None, git: Git |
         if hint:
             sys.stderr.write(f"hint: {hint}\n")
         return getattr(exc, "exit_code", 1)
+    except KeyboardInterrupt:
+        log.error("%s: interrupted", opts.command)
+        return 130
+    except Exception as exc:  # a bug: one line for the operator, the traceback in the log file
+        where = f"; its traceback is in {log_file}" if log_file else ""
+        log.error("%s: unexpected error (a bug in updates%s): %s: %s", opts.command, where,
+                  type(exc).__name__, exc, exc_info=True)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

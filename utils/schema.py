@@ -23,14 +23,21 @@ from urllib.parse import urlsplit
 
 from .digest import HEX64_RE
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# \A and \Z, not ^ and $: `$` also matches before a trailing newline, so "evil\n" would pass `.match`.
+NAME_RE = re.compile(r"\A[a-z][a-z0-9_]*\Z")
+# Far below the file system's 255 bytes, which a name must fit with suffixes (`.rollback-...`, tags).
+MAX_NAME_LENGTH = 64
 # Directory names of the installation itself: a module by one of these names would shadow our own code.
 RESERVED_NAMES = frozenset({"utils", "tests", "config", "bench", "venv", "state", "updates"})
 RESERVED_ARGS = ("name", "dry_run", "state_dir")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_TIMEOUT = 7 * 24 * 3600
+# Groups and modules run their children recursively (the runner, `descendants`): a chain of entries this
+# long is far beyond any real manifest and far below Python's recursion limit.
+MAX_CHILD_DEPTH = 32
 _OPTIONAL_STRINGS = ("version", "lastSafeVersion", "description")
-SCRIPT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SCRIPT_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
 # The top-level `notify` object.
 ON_VALUES = ("failure", "change", "always")
 MAX_NOTIFY_TIMEOUT = 60.0
@@ -51,6 +58,16 @@ def parse_timestamp(value: str) -> datetime:
         except ValueError:
             continue
     raise ValueError(f"not an ISO 8601 UTC time like 2024-06-10T15:23:00Z: {value!r}")
+
+
+def key_place(where: str, key: object) -> str:
+    """`where.key` for a plain key; `where["key"]` (JSON-escaped, one ASCII line) for any other.
+
+    An empty `where` is the top level: the key alone.
+    """
+    if isinstance(key, str) and _PLAIN_KEY_RE.fullmatch(key):
+        return f"{where}.{key}" if where else key
+    return f"{where}[{json.dumps(key)}]"
 
 
 def _type_name(value: object) -> str:
@@ -84,7 +101,7 @@ def _check_entry(where: str, item: dict[str, Any], root: Path) -> list[str]:
     if (
         "script" not in item
         and checksum is not None
-        and not (isinstance(checksum, str) and HEX64_RE.match(checksum))
+        and not (isinstance(checksum, str) and HEX64_RE.fullmatch(checksum))
     ):
         problems.append(f"{where}.checksum: must be 64 lowercase hex digits or null")
     if "args" in item:
@@ -110,16 +127,28 @@ def _check_entry(where: str, item: dict[str, Any], root: Path) -> list[str]:
     children = item.get("children")
     if "children" in item and not (isinstance(children, list) and all(isinstance(c, str) for c in children)):
         problems.append(f"{where}.children: must be an array of entry names")
-    if "script" not in item and isinstance(name, str) and NAME_RE.match(name) and name not in RESERVED_NAMES:
-        directory = root / name
-        if directory.is_symlink():
-            problems.append(f"{where}: module directory {name}/ is a symlink; links are never followed")
-        elif not directory.is_dir():
-            if "children" not in item:
-                problems.append(f"{where}: module directory {name}/ is missing")
-        elif not (directory / "index.py").is_file():
-            problems.append(f"{where}: {name}/index.py is missing")
+    if "script" not in item and isinstance(name, str) and is_module_name(name):
+        problems.extend(_directory_problems(where, name, "children" in item, root))
     return problems
+
+
+def is_module_name(name: str) -> bool:
+    """Whether `name` can name a module directory (and a Python package, and part of a git tag)."""
+    return bool(NAME_RE.fullmatch(name)) and len(name) <= MAX_NAME_LENGTH and name not in RESERVED_NAMES
+
+
+def _directory_problems(where: str, name: str, has_children: bool, root: Path) -> list[str]:
+    directory = root / name
+    try:
+        if directory.is_symlink():
+            return [f"{where}: module directory {name}/ is a symlink; links are never followed"]
+        if not directory.is_dir():
+            return [] if has_children else [f"{where}: module directory {name}/ is missing"]
+        if not (directory / "index.py").is_file():
+            return [f"{where}: {name}/index.py is missing"]
+    except OSError as exc:  # e.g. a parent directory we may not search
+        return [f"{where}: cannot look at {name}/: {exc.strerror or exc}"]
+    return []
 
 
 def validate(raw: dict[str, Any], root: Path) -> list[str]:
@@ -137,10 +166,12 @@ def validate(raw: dict[str, Any], root: Path) -> list[str]:
         name = item.get("name")
         if not isinstance(name, str):
             problems.append(f"{where}.name: required, and must be a string")
-        elif not NAME_RE.match(name):
+        elif not NAME_RE.fullmatch(name):
             problems.append(
                 f"{where}.name: {name!r} is not a safe name (lowercase letters, digits, _; a letter first)"
             )
+        elif len(name) > MAX_NAME_LENGTH:
+            problems.append(f"{where}.name: longer than {MAX_NAME_LENGTH} characters")
         elif name in RESERVED_NAMES:
             problems.append(f"{where}.name: {name!r} is reserved for the installation's own directories")
         elif name in names:
@@ -173,46 +204,78 @@ def validate(raw: dict[str, Any], root: Path) -> list[str]:
     cycle = _find_cycle(entries, names)
     if cycle:
         problems.append(f"updates[{names[cycle[0]]}].children: cycle {' -> '.join(cycle)}")
+    elif chain := _too_deep_chain(entries, names):  # only without cycles: a cycle has no depth
+        problems.append(chain)
     return problems
 
 
 def _find_cycle(entries: list[Any], names: Mapping[str, int]) -> list[str] | None:
+    """The first cycle through `children`, as names from its first entry back to it; None when there is none.
+
+    Iterative (a depth-first walk with an explicit stack), so that a long chain of entries cannot exhaust
+    Python's recursion limit here.
+    """
+    graph = _child_graph(entries, names)
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in graph:
+        if start in state:
+            continue
+        state[start] = 1
+        path = [start]
+        pending = [iter(graph[start])]
+        while pending:
+            child = next(pending[-1], None)
+            if child is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(child) == 1:
+                return [*path[path.index(child) :], child]
+            elif child not in state:
+                state[child] = 1
+                path.append(child)
+                pending.append(iter(graph[child]))
+    return None
+
+
+def _child_graph(entries: list[Any], names: Mapping[str, int]) -> dict[str, list[str]]:
     graph: dict[str, list[str]] = {}
     for name, i in names.items():
         children = entries[i].get("children")
         graph[name] = (
             [c for c in children if isinstance(c, str) and c in names] if isinstance(children, list) else []
         )
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
+    return graph
 
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for child in graph[node]:
-            if state.get(child) == 1:
-                return [*path[path.index(child) :], child]
-            if child not in state:
-                found = visit(child)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
 
-    for node in graph:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+def _too_deep_chain(entries: list[Any], names: Mapping[str, int]) -> str | None:
+    """A problem when some entry has more than MAX_CHILD_DEPTH levels of children below it (no cycles)."""
+    graph = _child_graph(entries, names)
+    height: dict[str, int] = {}  # levels of children below each entry, computed children first
+    for start in graph:
+        stack = [start]
+        while stack:
+            node = stack[-1]
+            waiting = [c for c in graph[node] if c not in height]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            stack.pop()
+            height[node] = max((height[c] + 1 for c in graph[node]), default=0)
+            if height[node] > MAX_CHILD_DEPTH:
+                where = f"updates[{names[node]}].children"
+                return f"{where}: more than {MAX_CHILD_DEPTH} levels of children below it"
     return None
 
 
 def _url_problem(value: object) -> str | None:
     if not isinstance(value, str) or not value:
         return "must be a non-empty string"
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+    except ValueError:  # "http://[::1", a bad port: urlsplit refuses what it cannot split
+        return f"must be an http:// or https:// URL, got {value!r}"
+    if parts.scheme not in ("http", "https") or not hostname:
         return f"must be an http:// or https:// URL, got {value!r}"
     if any(c.isspace() for c in value):
         return "must not contain whitespace"
@@ -231,13 +294,14 @@ def validate_notify(obj: object, where: str = "notify") -> list[str]:
     """Problems in a manifest's `notify` object, each as `notify.<key>: <what is wrong>`."""
     if not isinstance(obj, Mapping):
         return [f"{where}: must be an object"]
-    problems = [f"{where}.{key}: unknown key" for key in obj if key not in _NOTIFY_KEYS]
+    problems = [f"{key_place(where, key)}: unknown key" for key in obj if key not in _NOTIFY_KEYS]
     if "webhook" in obj:
         hook = obj["webhook"]
         if not isinstance(hook, Mapping):
             problems.append(f"{where}.webhook: must be an object with at least a url")
         else:
-            problems += [f"{where}.webhook.{key}: unknown key" for key in hook if key not in _WEBHOOK_KEYS]
+            here = f"{where}.webhook"
+            problems += [f"{key_place(here, key)}: unknown key" for key in hook if key not in _WEBHOOK_KEYS]
             if "url" not in hook:
                 problems.append(f"{where}.webhook.url: required")
             elif problem := _url_problem(hook["url"]):
@@ -262,7 +326,7 @@ def script_name_problem(script: object) -> str | None:
     """Why `script` is not an acceptable script name (None when it is)."""
     if not isinstance(script, str) or not script:
         return "must be a non-empty string"
-    if not SCRIPT_NAME_RE.match(script):
+    if not SCRIPT_NAME_RE.fullmatch(script):
         return f"must be a plain file name in the root (letters, digits, . _ + -), got {script!r}"
     return None
 
@@ -274,12 +338,16 @@ def validate_script_entry(where: str, item: Mapping[str, Any], root: Path) -> li
     if problem := script_name_problem(script):
         return [f"{where}.script: {problem}"]
     path = Path(root) / str(script)
-    if path.is_symlink() or not path.is_file():
+    try:
+        regular = not path.is_symlink() and path.is_file()
+    except OSError as exc:  # a name too long for the file system, say
+        return [f"{where}.script: cannot look at {script}: {exc.strerror or exc}"]
+    if not regular:
         problems.append(f"{where}.script: {script} is not a regular file in {root}")
     checksum = item.get("checksum")
     if checksum is None:
         problems.append(f"{where}.checksum: required for a script entry (sha256sum {script})")
-    elif not isinstance(checksum, str) or not HEX64_RE.match(checksum):
+    elif not isinstance(checksum, str) or not HEX64_RE.fullmatch(checksum):
         problems.append(f"{where}.checksum: must be 64 lowercase hex digits")
     if "children" in item:
         problems.append(f"{where}.children: a script entry cannot have children")

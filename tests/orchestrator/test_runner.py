@@ -502,3 +502,41 @@ def test_unwritable_manifest_does_not_stop_the_run(tmp_path, capsys):
     assert code == 0
     assert statuses(report) == {"first": "ok", "second": "ok"}
     assert (tmp_path / "state" / "modules" / "second" / "calls.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("parent", "argv", "reason"),
+    [({"enabled": False}, [], "parent is disabled"), ({}, ["--skip", "parent"], "--skip")],
+)
+def test_children_of_a_disabled_or_skipped_module_are_listed_as_skipped(tmp_path, capsys, parent, argv, reason):
+    add_module(tmp_path, "parent", PARENT)
+    for name in ("kid", "grandkid", "other"):
+        add_module(tmp_path, name, RECORDING_MODULE)
+    write_manifest(tmp_path, [group(["parent", "other"]),
+                              {"name": "parent", "children": ["kid", "sub"], **parent},
+                              {"name": "sub", "children": ["grandkid"]},  # a group below the module
+                              {"name": "kid"}, {"name": "grandkid"}, {"name": "other"}])
+    code, report = run_json(tmp_path, capsys, *argv)
+    assert code == 0
+    first = "disabled" if reason != "--skip" else "--skip"
+    assert [(m["name"], m["status"], m["summary"]) for m in report["modules"]] == [
+        ("parent", "skipped", first), ("kid", "skipped", reason), ("grandkid", "skipped", reason),
+        ("other", "ok", None)]
+    assert sorted(p.name for p in (tmp_path / "state" / "modules").iterdir()) == ["other"]
+    history = (tmp_path / "state" / "history.jsonl").read_text()
+    assert '"name":"kid","status":"skipped"' in history.replace(" ", "")
+
+
+def test_a_summary_that_cannot_be_encoded_does_not_cost_the_report_or_the_history(tmp_path, capsys):
+    # An undecodable file name (os.listdir gives it as a lone surrogate) in a module's summary.
+    add_module(tmp_path, "odd", "def main(args):\n    return {'changed': True, 'summary': 'v\\udcff1'}\n")
+    add_module(tmp_path, "plain", OK_MODULE)
+    write_manifest(tmp_path, [group(["odd", "plain"]), {"name": "odd"}, {"name": "plain"}])
+    code = run(tmp_path)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("odd: changed (v\\udcff1) ")
+    out.encode("utf-8")  # what reaches stdout can be encoded
+    (record,) = [json.loads(line) for line in (tmp_path / "state" / "history.jsonl").read_text().splitlines()]
+    assert [(m["name"], m["summary"]) for m in record["modules"]] == [("odd", "v\\udcff1"), ("plain", None)]
+    assert read_manifest(tmp_path)["updates"][1]["lastApplied"]  # its success was recorded

@@ -193,3 +193,45 @@ def test_per_asset_sha256_file_with_the_bare_digest(github: FakeGitHub) -> None:
     release, session = latest(github)
     expected = expected_digest(session, release, release.find(NAME), [f"{NAME}.sha256"])
     assert expected == Expected(sha256(DATA), f"checksum file {NAME}.sha256")
+
+
+@pytest.fixture
+def watching_server() -> Iterator[tuple[str, threading.Event]]:
+    """A raw HTTP server that sends the headers and part of the body, then waits for the client to hang up.
+
+    The event is set when the client closes the connection: an unclosed response keeps it open.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    closed = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nContent-Type: application/gzip\r\n\r\n"
+            conn.sendall(head.encode() + DATA[:1000])
+            conn.settimeout(10)
+            try:
+                while conn.recv(65536):
+                    pass
+                closed.set()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/asset", closed
+    listener.close()
+
+
+def test_the_response_is_closed_when_the_temporary_file_cannot_be_created(
+    watching_server: tuple[str, threading.Event], tmp_path: Path
+) -> None:
+    url, closed = watching_server
+    asset = Asset(NAME, len(DATA), url, url)
+    # `raised` holds the traceback, so download_asset's frame and any response it left open stay alive.
+    with pytest.raises(FileNotFoundError) as raised:
+        download_asset(make_session(retries=0), asset, tmp_path / "missing", Expected(sha256(DATA), "test"))
+    assert closed.wait(5), f"the connection stayed open after {raised.value}: the response was not closed"

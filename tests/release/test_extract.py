@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import stat
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -164,3 +167,64 @@ def test_tree_whose_top_is_a_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ExtractError, match="top directory"):
         extract_tree(write(tmp_path, tar_gz([("gogs", b"#!/bin/sh\n")])), "gogs", dest)
     assert not dest.exists()
+
+
+# -- which side failed: reading the archive, or writing the output -----------------------------------------
+
+BIG = random.Random(7).randbytes(1 << 20)  # incompressible, so a small archive holds more than 64 KiB
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB file system, so that writing the output fails with ENOSPC."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_while_extracting_a_file_says_so(tmp_path: Path, small_disk: Path) -> None:
+    archive = write(tmp_path, tar_gz([("tool/", None), ("tool/big", BIG)]))
+    with pytest.raises(ExtractError) as raised:
+        extract_file(archive, "tool/big", small_disk)
+    message = str(raised.value)
+    assert message.startswith(f"no space left on device writing {small_disk}/.big.")
+    assert "not a readable" not in message
+    assert list(small_disk.iterdir()) == []  # the partial temporary file is gone
+
+
+def test_a_full_disk_while_extracting_a_tree_says_so(tmp_path: Path, small_disk: Path) -> None:
+    archive = write(tmp_path, tar_gz([("gogs/", None), ("gogs/gogs", b"#!/bin/sh\n"), ("gogs/public/big", BIG)]))
+    dest = small_disk / "new"
+    with pytest.raises(ExtractError) as raised:
+        extract_tree(archive, "gogs", dest)
+    assert str(raised.value) == f"no space left on device writing {dest}/public/big"
+    assert not dest.exists()
+
+
+def test_a_missing_destination_is_an_output_error(tmp_path: Path) -> None:
+    archive = write(tmp_path, atuin_archive("18.19.0"))
+    with pytest.raises(ExtractError) as raised:
+        extract_file(archive, MEMBER, tmp_path / "nowhere")
+    assert str(raised.value).startswith(f"no such file or directory writing {tmp_path / 'nowhere'}/")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_damaged_archive_is_still_not_readable(tmp_path: Path, damage: str) -> None:
+    data = tar_gz([("tool/", None), ("tool/big", BIG)])
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        # Just after the 10-byte gzip header: the deflate stream itself no longer decodes.
+        data = data[:10] + bytes(b ^ 0x5A for b in data[10:74]) + data[74:]
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(ExtractError, match=r"^a\.tar\.gz: not a readable tar\.gz archive"):
+        extract_file(write(tmp_path, data), "tool/big", dest)
+    assert list(dest.iterdir()) == []

@@ -8,6 +8,9 @@ Contract:
   the run goes on with the next module. Ctrl-C stops the run after recording the module it interrupted.
 - Groups run their children. A module with children runs them itself through `run_children(args)`, which
   gives each child the same treatment; the runner warns when a module returns without having done so.
+  The children of a disabled or `--skip`ped module or group are reported `skipped` with the reason.
+- Summaries and errors are made printable (a lone surrogate becomes its escape), so that the summary, the
+  log and the history can always be written.
 - `on_success(name)` is called after each module that did not fail (not in dry-run), to record `lastApplied`.
 """
 
@@ -30,6 +33,7 @@ from ..errors import ChecksumError, ModuleLoadError, ModuleTimeout, UnsafePermis
 from ..manifest import Entry, Manifest
 from ..paths import PACKAGE_ROOT, Paths
 from ..permissions import FIX_HINT, check_ancestors, check_file, check_install, check_tree
+from ..report.views import printable
 from ..results import ModuleResult, Status
 from .isolation import isolated
 from .loader import load_main
@@ -115,13 +119,18 @@ def classify(returned: object) -> tuple[Status, str | None]:
     if isinstance(returned, dict):
         summary = returned.get("summary")
         status = Status.CHANGED if returned.get("changed") else Status.OK
-        return status, (str(summary) if summary is not None else None)
+        return status, (printable(str(summary)) if summary is not None else None)
     if returned is not None:
         log.warning("main returned %s; expected None or a dict, treating it as ok", type(returned).__name__)
     return Status.OK, None
 
 
 def describe_failure(exc: BaseException) -> str:
+    """One printable line saying why a module failed."""
+    return printable(_failure_text(exc))
+
+
+def _failure_text(exc: BaseException) -> str:
     if isinstance(exc, ModuleTimeout):
         return str(exc)
     if isinstance(exc, SystemExit):
@@ -213,19 +222,25 @@ class Runner:
         return self.results[start:]
 
     # -- one module ------------------------------------------------------------------------------------
-    def _skip(self, entry: Entry, reason: str) -> None:
+    def _skip(self, entry: Entry, reason: str, disabled_by: str | None) -> None:
         log.info("%s: skipped (%s)", entry.name, reason)
         self.results.append(ModuleResult(entry.name, Status.SKIPPED, summary=reason))
+        # Its children would have run only through it: list them as skipped too, as a group's are. Those
+        # of a --skip'ped module are in the expanded skip set and say `--skip`; those of a disabled one
+        # name it.
+        for child in entry.children or ():
+            self._visit(child, disabled_by)
 
     def _run_module(self, entry: Entry, disabled_by: str | None) -> None:
         if entry.name in self._considered:
             return  # reachable through two parents: once per run is enough
         self._considered.add(entry.name)
         if entry.name in self.selection.skip:
-            self._skip(entry, "--skip")
+            self._skip(entry, "--skip", disabled_by)
             return
         if disabled_by is not None:
-            self._skip(entry, "disabled" if disabled_by == entry.name else f"{disabled_by} is disabled")
+            reason = "disabled" if disabled_by == entry.name else f"{disabled_by} is disabled"
+            self._skip(entry, reason, disabled_by)
             return
         result = self._call(entry)
         if entry.children and entry.name not in self._children_ran and result.status != Status.FAILED:
@@ -306,8 +321,8 @@ class Runner:
             if self.on_success and not self.options.dry_run:
                 try:
                     self.on_success(entry.name)
-                except (OSError, UpdatesError) as exc:
-                    log.error("%s: could not record lastApplied: %s", entry.name, exc)
+                except Exception as exc:  # whatever it is, the run's summary and history must follow
+                    log.error("%s: could not record lastApplied: %s", entry.name, exc, exc_info=True)
 
     def _call_script(self, entry: Entry, result: ModuleResult, state_dir: Path) -> None:
         assert entry.script is not None
@@ -325,6 +340,7 @@ class Runner:
             expected_checksum=entry.checksum,
         )
         result.status = status
+        text = printable(text) if text is not None else None
         if status == Status.FAILED:
             result.error = text
             log.error("%s: failed: %s", entry.name, text)

@@ -155,14 +155,21 @@ def download_asset(
 ) -> Path:
     """Stream `asset` into a new temporary file in `dest_dir`, verified; return its path."""
     check_verifiable(asset, expected, allow_unverified=allow_unverified)
-    response = _get_asset(session, asset)
+    # Closed on every path, mkstemp failing included: a response left open keeps its connection (and the
+    # server's upload) alive for as long as anything, a traceback say, refers to it.
+    with contextlib.closing(_get_asset(session, asset)) as response:
+        return _stream(response, asset, dest_dir, expected, chunk_size)
+
+
+def _stream(response: Response, asset: Asset, dest_dir: Path, expected: Expected, chunk_size: int) -> Path:
+    """Write the open `response` into a new temporary file in `dest_dir`, checked; the caller closes it."""
     announced = response.headers.get("Content-Length")
     fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{asset.name}.", suffix=".part")
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     received = 0
     try:
-        with contextlib.closing(response), os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out:
             if asset.size and announced is not None and announced.isdigit() and int(announced) != asset.size:
                 raise DownloadError(
                     f"{asset.name}: the server announces {announced} bytes, the release says {asset.size}"

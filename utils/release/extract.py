@@ -8,6 +8,8 @@ duplicate names raise `ExtractError`. Only regular files and directories are acc
 - `extract_tree` recreates everything under one top directory of the archive (stored as an entry or only
   implied by its members' paths) in `dest` (a new or an empty directory, which is removed again on
   failure); files get 0755 or 0644 (no setuid/setgid/sticky, no group/other write).
+- Errors are `ExtractError`s that say which side failed: reading a damaged archive is "not a readable
+  tar.gz archive"; writing the output says what and where (`no space left on device writing <path>`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from ..errors import UpdatesError
 
 CHUNK = 256 * 1024
+# What reading a damaged archive raises: tarfile's own errors, EOFError and zlib.error from a truncated or
+# corrupt gzip stream, OSError (gzip.BadGzipFile) for one that is not gzip at all.
+_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 
 
 class ExtractError(UpdatesError):
@@ -45,7 +52,11 @@ def _clean(archive: Path, info: tarfile.TarInfo) -> str:
 
 def _checked_members(archive: Path, tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
     members: dict[str, tarfile.TarInfo] = {}
-    for info in tar.getmembers():
+    try:
+        infos = tar.getmembers()  # reads through the whole archive
+    except _READ_ERRORS as exc:
+        raise _unreadable(archive, exc) from exc
+    for info in infos:
         name = _clean(archive, info)
         if not name:
             continue
@@ -55,26 +66,62 @@ def _checked_members(archive: Path, tar: tarfile.TarFile) -> dict[str, tarfile.T
     return members
 
 
+def _unreadable(archive: Path, exc: BaseException) -> ExtractError:
+    return ExtractError(f"{archive.name}: not a readable tar.gz archive ({exc})")
+
+
+def _unwritable(exc: OSError, fallback: Path) -> ExtractError:
+    """`no space left on device writing <path>`: what failed on the output side, and where."""
+    what = exc.strerror.lower() if exc.strerror else str(exc)
+    return ExtractError(f"{what} writing {exc.filename or fallback}")
+
+
 @contextlib.contextmanager
 def _open(archive: Path) -> Iterator[tarfile.TarFile]:
+    """The archive opened for reading. Only opening is wrapped here: an error raised by the caller's block
+    (writing the output, say) must keep its own meaning, not become "not a readable archive"."""
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            yield tar
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ExtractError(f"{archive.name}: not a readable tar.gz archive ({exc})") from exc
+        tar = tarfile.open(archive, "r:gz")  # noqa: SIM115 - closed by the `with` below, outside this try
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _unreadable(archive, exc) from exc
+    with tar:
+        yield tar
 
 
-def _copy_member(tar: tarfile.TarFile, info: tarfile.TarInfo, out_fd: int, mode: int) -> None:
-    source = tar.extractfile(info)
-    if source is None:
-        raise ExtractError(f"cannot read member {info.name!r}")
-    with source, os.fdopen(out_fd, "wb") as out:
-        shutil.copyfileobj(source, out, CHUNK)
-        out.flush()
-        os.fchmod(out.fileno(), mode)
-        os.fsync(out.fileno())
+def _chunks(archive: Path, source: IO[bytes]) -> Iterator[bytes]:
+    """The member's bytes; a truncated or corrupt archive shows up here, as a read error."""
+    while True:
+        try:
+            chunk = source.read(CHUNK)
+        except _READ_ERRORS as exc:
+            raise _unreadable(archive, exc) from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _copy_member(
+    archive: Path, tar: tarfile.TarFile, info: tarfile.TarInfo, out_fd: int, *, target: Path, mode: int
+) -> None:
+    """Copy `info`'s bytes into `out_fd` (closed in any case) with `mode`; `target` names it in errors."""
+    try:
+        with os.fdopen(out_fd, "wb") as out:
+            try:
+                source = tar.extractfile(info)
+            except _READ_ERRORS as exc:
+                raise _unreadable(archive, exc) from exc
+            if source is None:
+                raise ExtractError(f"cannot read member {info.name!r}")
+            with source:
+                for chunk in _chunks(archive, source):
+                    out.write(chunk)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+    except OSError as exc:  # read errors are ExtractError by now: this is the output side
+        raise _unwritable(exc, target) from exc
 
 
 def list_members(archive: Path) -> list[str]:
@@ -91,10 +138,13 @@ def extract_file(archive: Path, member: str, dest_dir: Path, *, mode: int = 0o75
         if info is None or not info.isreg():
             shown = ", ".join(sorted(members)[:20])
             raise ExtractError(f"{archive.name} has no file {member!r} (it holds: {shown})")
-        fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{Path(member).name}.", suffix=".new")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{Path(member).name}.", suffix=".new")
+        except OSError as exc:
+            raise _unwritable(exc, dest_dir) from exc
         tmp = Path(tmp_name)
         try:
-            _copy_member(tar, info, fd, mode)
+            _copy_member(archive, tar, info, fd, target=tmp, mode=mode)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -114,24 +164,38 @@ def extract_tree(archive: Path, top: str, dest: Path) -> None:
         outside = [n for n in members if n != top and not n.startswith(top + "/")]
         if outside:
             raise ExtractError(f"{archive.name}: members outside {top + '/'}: {', '.join(outside[:5])}")
-        dest.mkdir(mode=0o755, exist_ok=True)
-        if any(dest.iterdir()):
-            raise ExtractError(f"{dest} is not empty; refusing to extract into it")
-        dest.chmod(0o755)
         try:
-            for name in sorted(members):  # parents sort before their children
-                info = members[name]
-                target = dest / name[len(top) :].lstrip("/") if name != top else dest
-                if info.isdir():
-                    target.mkdir(mode=0o755, exist_ok=True)
-                    continue
-                target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                _copy_member(tar, info, fd, 0o755 if info.mode & 0o111 else 0o644)
-                os.utime(target, (info.mtime, info.mtime))
-            for root, dirs, _files in os.walk(dest):  # whatever the umask, directories are 0755
-                for name in dirs:
-                    Path(root, name).chmod(0o755)
+            dest.mkdir(mode=0o755, exist_ok=True)
+            if any(dest.iterdir()):
+                raise ExtractError(f"{dest} is not empty; refusing to extract into it")
+            dest.chmod(0o755)
+        except OSError as exc:
+            raise _unwritable(exc, dest) from exc
+        try:
+            _write_tree(archive, tar, members, top, dest)
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
+
+
+def _write_tree(
+    archive: Path, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], top: str, dest: Path
+) -> None:
+    target = dest
+    try:
+        for name in sorted(members):  # parents sort before their children
+            info = members[name]
+            target = dest / name[len(top) :].lstrip("/") if name != top else dest
+            if info.isdir():
+                target.mkdir(mode=0o755, exist_ok=True)
+                continue
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _copy_member(archive, tar, info, fd, target=target, mode=0o755 if info.mode & 0o111 else 0o644)
+            os.utime(target, (info.mtime, info.mtime))
+        for root, dirs, _files in os.walk(dest):  # whatever the umask, directories are 0755
+            for name in dirs:
+                target = Path(root, name)
+                target.chmod(0o755)
+    except OSError as exc:
+        raise _unwritable(exc, target) from exc

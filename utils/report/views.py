@@ -2,7 +2,8 @@
 
 Contract: pure functions from module results, table rows and history records (as `report.history.read_runs`
 returns them, newest first) to text; nothing here prints or touches files. Records written by a newer schema
-or damaged by hand are shown as far as they can be, never raising.
+or damaged by hand are shown as far as they can be, never raising. Every text returned encodes as UTF-8
+(`printable`: a lone surrogate is shown as its escape).
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from .history import LastStatus
 
 STATUS_ORDER = (Status.FAILED, Status.CHANGED, Status.OK, Status.SKIPPED)
 HISTORY_HEADERS = ["STARTED", "DURATION", "RESULT", "EXIT", "MODULES", "FAILED"]
+
+
+def printable(text: str) -> str:
+    """`text` with any lone surrogate written as its escape (`\\udc80`), so that it can be encoded as UTF-8.
+
+    A history record holding the escape, or a module's error carrying an undecodable file name, would
+    otherwise make writing the report to a UTF-8 stream or file fail.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def format_duration(seconds: object) -> str:
@@ -99,7 +109,7 @@ def format_run(run: Mapping[str, Any]) -> str:
     )
     modules = _modules(run)
     if not modules:
-        return head + "no modules ran\n"
+        return printable(head) + "no modules ran\n"
     rows = [
         [
             _cell(m.get("name")),
@@ -109,12 +119,13 @@ def format_run(run: Mapping[str, Any]) -> str:
         ]
         for m in modules
     ]
-    return head + table(["MODULE", "STATUS", "DURATION", "DETAIL"], rows)
+    return printable(head) + table(["MODULE", "STATUS", "DURATION", "DETAIL"], rows)
 
 
 def history_json(runs: Sequence[Mapping[str, Any]]) -> str:
     """`{"runs": [...]}` newest first, for `index.py history --json`."""
-    return json.dumps({"runs": list(runs)}, indent=2, ensure_ascii=False) + "\n"
+    # A lone surrogate becomes the six characters `\udc80`: inside a JSON string, the same value again.
+    return printable(json.dumps({"runs": list(runs)}, indent=2, ensure_ascii=False)) + "\n"
 
 
 def last_run_cells(last: Mapping[str, LastStatus], name: str) -> tuple[str, str]:
@@ -133,7 +144,7 @@ def summary_line(result: ModuleResult) -> str:
         text += f" ({detail})"
     if result.status != Status.SKIPPED:
         text += f" {result.duration_s:.1f}s"
-    return text
+    return printable(text)
 
 
 def summary_text(
@@ -150,7 +161,7 @@ def summary_text(
     if interrupted:
         tail += " (interrupted)"
     lines.append(tail)
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines)) + "\n"
 
 
 def json_report(results: Sequence[ModuleResult], *, interrupted: bool, dry_run: bool, **extra: Any) -> str:
@@ -169,4 +180,4 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in [headers, *rows]
     ]
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines)) + "\n"
