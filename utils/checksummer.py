@@ -55,6 +55,12 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
     except UpdatesError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug: one line rather than a traceback over the operator's terminal
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {exc} (a bug in updates; report it)\n")
+        return 1
 
 
 def _process(paths: Paths, opts: argparse.Namespace) -> int:

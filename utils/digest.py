@@ -30,7 +30,7 @@ from types import MappingProxyType
 from .errors import ChecksumError
 
 CHECKSUM_FILE = "checksum"
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+HEX64_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache"})
 _CHUNK = 1 << 20
 # Files at least this large are hashed on worker threads: hashlib releases the GIL on big buffers, so two

@@ -72,7 +72,8 @@ def setup_logging(log_dir: Path | None, verbosity: int = 0) -> Path | None:
         try:
             log_dir.mkdir(parents=True, exist_ok=True)
             file_handler = _NoFollowRotatingHandler(
-                log_dir / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+                log_dir / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8",
+                errors="backslashreplace",  # a module's message with a lone surrogate still gets logged
             )
         except OSError as exc:
             logger.addHandler(terminal)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..deadline import deadline
-from ..digest import compute_folder_sha256, read_checksum_file
+from ..digest import FolderDigest, digest_folder, read_checksum_file
 from ..errors import ChecksumError, ModuleLoadError, ModuleTimeout, UnsafePermissions, UpdatesError
 from ..manifest import Entry, Manifest
 from ..paths import PACKAGE_ROOT, Paths
@@ -73,10 +73,12 @@ class Selection:
         return cls(only=only, skip=expand(options.skip))
 
 
-def verify_module(paths: Paths, entry: Entry) -> str:
-    """The module's live digest, after checking it against the checksum file and the manifest."""
+def verify_module(paths: Paths, entry: Entry) -> FolderDigest:
+    """The module's live digest (with each file's hash, so that the loader compiles exactly the bytes
+    that were checked), after checking it against the checksum file and the manifest."""
     directory = paths.module_dir(entry.name)
-    live = compute_folder_sha256(directory)
+    verified = digest_folder(directory)
+    live = verified.digest
     recorded = read_checksum_file(directory)
     if recorded is None:
         raise ChecksumError(
@@ -91,7 +93,7 @@ def verify_module(paths: Paths, entry: Entry) -> str:
         raise ChecksumError(
             f"{entry.name}: checksum mismatch: expected {entry.checksum} (manifest), got {live}"
         )
-    return live
+    return verified
 
 
 def permission_problem(paths: Paths, entry: Entry) -> str | None:
@@ -269,7 +271,7 @@ class Runner:
             if entry.script:
                 self._call_script(entry, result, state_dir)
                 return result
-            verify_module(self.paths, entry)
+            verified = verify_module(self.paths, entry)
             state_dir.mkdir(parents=True, exist_ok=True)
             args = {
                 **entry.args,
@@ -279,7 +281,7 @@ class Runner:
             }
             threads_before = set(threading.enumerate())
             with isolated(stdout_to_stderr=self.options.quiet_stdout), deadline(entry.timeout) as limit:
-                main = load_main(entry.name, self.paths.module_dir(entry.name))
+                main = load_main(entry.name, self.paths.module_dir(entry.name), verified)
                 returned = main(args)
             if limit is not None and limit.expired:  # it swallowed the timeout and returned anyway
                 raise ModuleTimeout(limit.seconds, owner=limit)

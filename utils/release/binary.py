@@ -15,7 +15,8 @@ Contract of `install_binary(plan, new_file, version, old_version)`:
    An interruption (module timeout, Ctrl-C) is undone the same way and then propagates unchanged.
    The undo is shielded (`utils.deadline.shielded`): a timeout, SIGTERM or Ctrl-C that comes during it
    waits until it is done (bounded by `undo_limit`) and is delivered then.
-`probe_version` runs `<binary> <args>` through `utils.proc.run` and parses the tool's real output format.
+`probe_version` runs `<binary> <args>` (as the file's owner when that is not root: root never executes a file
+another user can change; see `permissions.run_executable`) and parses the tool's real output format.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..deadline import shielded
-from ..errors import CommandError, UpdatesError
+from ..errors import CommandError, UnsafePermissions, UpdatesError
 from ..fsutil import copy_file_atomic, fsync_dir
-from ..proc import run
+from ..permissions import run_executable
 from .service import HealthCheck, ServiceManager, poll_health
 from .version import Version
 
@@ -109,8 +110,9 @@ def give_to(path: Path, owner: tuple[int, int] | None) -> None:
 def probe_version(binary: Path, probe: VersionProbe, *, cwd: Path | None = None) -> Version:
     """The version `binary` reports; `InstallError` when it does not run or prints something else."""
     try:
-        result = run([binary, *probe.args], timeout=probe.timeout, cwd=cwd)
-    except CommandError as exc:
+        # Root never runs a file another user can change: such a binary runs as its owner, or not at all.
+        result = run_executable(binary, probe.args, timeout=probe.timeout, cwd=cwd)
+    except (CommandError, UnsafePermissions) as exc:
         raise InstallError(f"{binary}: version check failed: {exc}") from exc
     output = (result.stdout or result.stderr).decode("utf-8", "replace")
     version = probe.parse(output)

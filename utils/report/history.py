@@ -149,7 +149,9 @@ def append_run(
     path = history_path(state)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = {"schema": SCHEMA, **record}
-    line = (json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+    # backslashreplace: a lone surrogate in some module's message must not cost the whole record.
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    line = text.encode("utf-8", "backslashreplace")
     try:
         size = path.lstat().st_size  # a link's own size: it is refused below, not rotated into place
     except FileNotFoundError:
