@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.argspec import arg_error, path_arg, url_arg
+from ..utils.journal import module_journal_dir
 from ..utils.release.appdir import DirectoryInstall, install_directory
 from ..utils.release.args import read_args
 from ..utils.release.assets import Platform
@@ -163,7 +164,7 @@ def update(
         new_dir = Path(tempfile.mkdtemp(dir=parent, prefix=f".{install_dir.name}-{version}.new-"))
         try:
             extract_tree(archive, "gogs", new_dir)
-            install_directory(plan, new_dir, version, current)
+            install_directory(plan, new_dir, version, current, journal=module_journal_dir(common.state_dir))
         finally:
             if new_dir.exists():
                 with contextlib.suppress(OSError):

@@ -53,6 +53,9 @@ class Scenario:
     prepare: Callable[[Path], tuple[list[str], Path, dict[str, str]]]
     after_kill: Callable[[Path], list[str]]
     syscalls: Sequence[str] = SYSCALLS
+    # False: only the command's own process is traced and killed, not the programs it starts (a fake
+    # systemctl and its services would otherwise die at their own N-th call too: strace counts per process).
+    follow_forks: bool = True
 
 
 def _one(scenario: Scenario, base: Path, syscall: str, n: int) -> tuple[bool, Outcome | None]:
@@ -61,8 +64,8 @@ def _one(scenario: Scenario, base: Path, syscall: str, n: int) -> tuple[bool, Ou
     argv, cwd, env = scenario.prepare(work)
     log = work / "strace.log"
     done = subprocess.run(
-        [STRACE or "strace", "-f", "-qq", "-o", str(log), "-e", f"trace={syscall}",
-         "-e", f"inject={syscall}:signal=KILL:when={n}", *argv],
+        [STRACE or "strace", *(["-f"] if scenario.follow_forks else []), "-qq", "-o", str(log),
+         "-e", f"trace={syscall}", "-e", f"inject={syscall}:signal=KILL:when={n}", *argv],
         cwd=cwd, env=env, capture_output=True, timeout=300, check=False,
     )  # fmt: skip
     killed = "killed by SIGKILL" in log.read_text(errors="replace")

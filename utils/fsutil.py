@@ -1,4 +1,4 @@
-"""Filesystem helpers: atomic writes and directory fsync.
+"""Filesystem helpers: atomic writes, directory fsync, and swapping two directories in one step.
 
 Contract: `atomic_write_bytes` leaves either the old file or the complete new one at `path`, never a mix,
 even when the process is killed mid-write. The temp file lives in the same directory (same filesystem),
@@ -8,11 +8,17 @@ well be a link). With `follow_symlinks=False`, for the files of the state direct
 but a regular file) at `path` is refused with `UnsafePermissions` and left as it is: whoever planted it
 must not choose what root overwrites. The old file's mode, and (when we may) its owner and group, carry
 over, so root writing an administrator's file does not take it over.
+`exchange(a, b)` swaps two directories with Linux `renameat2(RENAME_EXCHANGE)`: each path always holds
+either the old or the new directory, never nothing. Where the kernel or file system lacks it, two renames
+are used (the path may then be missing for an instant; the crash journal covers that gap).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import logging
 import os
 import shutil
 import stat
@@ -21,6 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UnsafePermissions
+
+log = logging.getLogger(__name__)
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def fsync_dir(path: Path) -> None:
@@ -114,3 +125,36 @@ def copy_file_atomic(source: Path, dest: Path, *, owner: tuple[int, int] | None 
         shutil.copy2(source, tmp)
         with open(tmp, "rb+") as handle:
             _seal(handle.fileno(), owner, os.fstat(handle.fileno()).st_mode & 0o7777)
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """True when the kernel swapped the two paths; False when renameat2/RENAME_EXCHANGE is unavailable."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    if func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+
+
+def exchange(a: Path, b: Path, *, atomic: bool = True) -> None:
+    """Swap directories `a` and `b` (same filesystem) and flush the change."""
+    if not (atomic and _renameat2_exchange(a, b)):
+        log.debug("swapping %s and %s with two renames", a, b)
+        parking = a.with_name(a.name + ".swap")
+        a.rename(parking)
+        try:
+            b.rename(a)
+        except BaseException:
+            parking.rename(a)
+            raise
+        parking.rename(b)
+    fsync_dir(a.parent)
+    if b.parent != a.parent:
+        fsync_dir(b.parent)

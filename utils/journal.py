@@ -178,15 +178,17 @@ def _do_write(action: Action, run: CommandRunner) -> None:
     atomic_write_bytes(path, data)
 
 
-def _do_restore_dir(action: Action, run: CommandRunner) -> None:
-    path, old = Path(action["path"]), action["inode"]
-    if inode(path) == old:
-        return
-    holder = next((Path(p) for p in action["places"] if inode(Path(p)) == old), None)
+def put_back_dir(path: Path, old_inode: list[int], places: Sequence[Path], discard: Path | None) -> bool:
+    """Make `path` the directory `old_inode` again, taking it from whichever of `places` holds it; what is
+    at `path` goes to `discard` (or is removed). False when it already was; JournalError when the old
+    directory is nowhere to be found."""
+    if inode(path) == old_inode:
+        return False
+    holder = next((p for p in places if inode(p) == old_inode), None)
     if holder is None:
-        raise JournalError(f"cannot put {path} back: the previous directory is in none of {action['places']}")
+        where = ", ".join(map(str, places))
+        raise JournalError(f"cannot put {path} back: the previous directory is in none of {where}")
     if os.path.lexists(path):
-        discard = Path(action["discard"]) if action["discard"] else None
         if discard is not None and not os.path.lexists(discard):
             discard.parent.mkdir(parents=True, exist_ok=True)
             path.rename(discard)
@@ -196,6 +198,12 @@ def _do_restore_dir(action: Action, run: CommandRunner) -> None:
     fsync_dir(path.parent)
     if holder.parent != path.parent:
         fsync_dir(holder.parent)
+    return True
+
+
+def _do_restore_dir(action: Action, run: CommandRunner) -> None:
+    discard = Path(action["discard"]) if action["discard"] else None
+    put_back_dir(Path(action["path"]), action["inode"], [Path(p) for p in action["places"]], discard)
 
 
 def _do_remove(action: Action, run: CommandRunner) -> None:
@@ -307,6 +315,10 @@ class Operation:
             shutil.copy2(path, copy, follow_symlinks=False)
         fsync_dir(self.files)
         return copy
+
+    def discard(self) -> None:
+        """The caller put the old state back itself: forget the record without acting on it."""
+        self._forget()
 
     def commit(self, run: CommandRunner | None = None) -> None:
         """The change is complete: record that, tidy up, forget the record."""

@@ -1,6 +1,6 @@
 """Install a whole application directory the way gogs documents its upgrades.
 
-Contract of `install_directory(plan, new_dir, version, old_version)`:
+Contract of `install_directory(plan, new_dir, version, old_version, journal=...)`:
 1. `new_dir` holds the extracted release, beside the install directory (same file system). Its binary must
    report `version` before anything installed is touched; otherwise `InstallError`, nothing changed.
 2. The installed directory must hold nothing but what the release ships and the `keep` entries
@@ -9,12 +9,16 @@ Contract of `install_directory(plan, new_dir, version, old_version)`:
    must have room for the copies of `keep`. Then a running service is stopped and the `keep` entries are
    copied from the installed directory into `new_dir`, byte for byte, with modes, times and (when we run
    as root) owners; symbolic links inside them are copied as links.
-3. The switch is two renames: the installed directory becomes the backup `<backup_dir>/<name>-<old>-<stamp>`
-   (kept, the newest `keep_backups` of them), then `new_dir` becomes the install directory.
+3. The switch swaps `new_dir` and the install directory in one step (`fsutil.exchange`), so the install
+   directory never goes missing, then renames the previous one to the backup
+   `<backup_dir>/<name>-<old>-<stamp>` (kept, the newest `keep_backups` of them).
 4. The service is started and its health polled. On failure the new directory is moved aside as
-   `<name>-failed-<new>-<stamp>` (kept for diagnosis), the backup is renamed back, the service restarted,
-   and `InstallError` says so. The undo works from what is on disk (the switch may have stopped after either
-   rename) and is shielded from the module's timeout, SIGTERM and Ctrl-C, which are delivered once it is done.
+   `<name>-failed-<new>-<stamp>` (kept for diagnosis), the previous one put back, the service restarted,
+   and `InstallError` says so. The undo finds the previous directory by its inode, wherever the switch
+   stopped, and is shielded from the module's timeout, SIGTERM and Ctrl-C, delivered once it is done.
+5. With `journal`, the same undo (and the service start) is recorded before the first step, so a process
+   killed at any point is reverted by the next command that takes the run lock; the record is committed
+   once the health check passed.
 The backup directory must be on the install directory's file system (checked before anything changes).
 """
 
@@ -29,7 +33,10 @@ from pathlib import Path
 
 from ..deadline import shielded
 from ..errors import UpdatesError
-from ..fsutil import fsync_dir
+from ..fsutil import exchange, fsync_dir
+from ..journal import begin, inode, put_back_dir, restore_dir
+from ..journal import remove as remove_action
+from ..recovery import run_after_command
 from .binary import (
     InstallError,
     ServicePlan,
@@ -149,9 +156,15 @@ def _owner_like(reference: Path, tree: Path) -> None:
 
 
 def install_directory(
-    plan: DirectoryInstall, new_dir: Path, version: Version, old_version: Version | None
+    plan: DirectoryInstall,
+    new_dir: Path,
+    version: Version,
+    old_version: Version | None,
+    *,
+    journal: Path | None = None,
 ) -> Path | None:
-    """Switch `plan.install_dir` to `new_dir`; return the backup directory (None on a fresh install)."""
+    """Switch `plan.install_dir` to `new_dir`; return the backup directory (None on a fresh install).
+    With `journal` (a journal directory), a kill at any point is reverted by the next command."""
     reported = probe_version(new_dir / plan.binary, plan.probe, cwd=new_dir)
     if reported != version:
         raise InstallError(f"the new {plan.binary} reports {reported}, expected {version}; nothing changed")
@@ -171,20 +184,31 @@ def install_directory(
     check_space(install_dir, new_dir, plan.keep)
     stamp = utc_stamp()
     backup = unique_path(plan.backup_dir / f"{install_dir.name}-{old_version or 'unknown'}-{stamp}")
+    failed = unique_path(plan.backup_dir / f"{install_dir.name}-failed-{version}-{stamp}")
+    old_inode = inode(install_dir)
+    assert old_inode is not None  # it exists: checked above
     service = plan.service
     was_active = service is not None and service.manager.is_active(service.unit)
-    switched = False
+    record = None
+    if journal is not None:
+        record = begin(journal, "directory-install", describe=f"install of {install_dir} {version}")
+        # Whatever instant a kill lands: the old directory back in place, the half-built one gone.
+        record.will_undo(
+            restore_dir(install_dir, old_inode, [backup, new_dir], discard=failed),
+            remove_action(new_dir, unless_inode=old_inode),
+        )
+        if service is not None and was_active:
+            record.then_run([*service.manager.command, "start", service.unit], service.manager.timeout)
+    switch = Switch(install_dir, old_inode, (backup, new_dir), failed)
     try:
         if service is not None and was_active:
             service.manager.stop(service.unit)
         _owner_like(install_dir, new_dir)
         copied = carry_over(install_dir, new_dir, plan.keep)
         log.info("carried over %s into the new %s", ", ".join(copied) or "nothing", install_dir.name)
-        # Set before the first rename: an interruption can land right after either rename, and then the
-        # undo must run; it finds out from the disk how far the switch got.
-        switched = True
-        install_dir.rename(backup)
-        new_dir.rename(install_dir)
+        # One atomic step: the install directory always holds one whole version, never nothing.
+        exchange(new_dir, install_dir)
+        new_dir.rename(backup)  # new_dir holds the previous directory now
         fsync_dir(parent)
         fsync_dir(plan.backup_dir)
         if service is not None and was_active:
@@ -193,40 +217,43 @@ def install_directory(
             log.info("%s was not running; left stopped, no health check", service.unit)
     except BaseException as exc:  # undo on anything, see install.install_binary
         with shielded(f"rolling back {install_dir.name} {version}", limit=undo_limit(service)):
-            note = (
-                _undo(plan, backup, version, stamp, was_active)
-                if switched
-                else restart_after_undo(service, was_active)
-            )
+            note, undone = _undo(plan, switch, was_active)
+            if record is not None and undone:
+                record.discard()  # done here; a failed undo stays in the journal for the next command
             raise_after_undo(exc, f"{install_dir.name} {version}", note)
+    if record is not None:
+        record.commit(run_after_command)
     log.info("installed %s %s; previous directory kept as %s", install_dir, version, backup)
     prune_backups(plan.backup_dir, install_dir.name, plan.keep_backups)
     return backup
 
 
-def _undo(plan: DirectoryInstall, backup: Path, version: Version, stamp: str, was_active: bool) -> str:
+@dataclass(frozen=True)
+class Switch:
+    """Where the previous directory may be during the switch (found by its inode, whatever the instant
+    the switch stopped at), and where a new directory that failed is kept."""
+
+    install_dir: Path
+    old_inode: list[int]
+    places: tuple[Path, ...]
+    failed: Path
+
+
+def _undo(plan: DirectoryInstall, switch: Switch, was_active: bool) -> tuple[str, bool]:
+    """Put the previous directory back and restart the service; (note for the message, undone)."""
     service = plan.service
-    install_dir = plan.install_dir
-    failed: Path | None = None
     try:
         if service is not None and was_active:
             try:
                 service.manager.stop(service.unit)
             except UpdatesError as exc:
                 log.warning("stopping %s for the rollback failed: %s", service.unit, exc)
-        # No backup: the first rename had not happened, the installed directory is still in place.
-        # A backup and no install directory: stopped between the renames; the new one is still new_dir.
-        if backup.exists():
-            if install_dir.exists():
-                failed = unique_path(plan.backup_dir / f"{install_dir.name}-failed-{version}-{stamp}")
-                install_dir.rename(failed)
-            backup.rename(install_dir)
-            fsync_dir(install_dir.parent)
-            fsync_dir(plan.backup_dir)
-    except OSError as exc:
-        return f"; ROLLBACK FAILED ({exc}); the previous directory is {backup}"
-    if failed is not None:
-        note = f"; rolled back to the previous directory (the failed one is kept as {failed})"
+        moved = put_back_dir(switch.install_dir, switch.old_inode, switch.places, switch.failed)
+    except (OSError, UpdatesError) as exc:
+        where = next((str(p) for p in switch.places if inode(p) == switch.old_inode), "unknown")
+        return f"; ROLLBACK FAILED ({exc}); the previous directory is {where}", False
+    if moved and switch.failed.exists():
+        note = f"; rolled back to the previous directory (the failed one is kept as {switch.failed})"
     else:
         note = "; the previous directory is in place (the new one was not switched in)"
-    return note + restart_after_undo(service, was_active)
+    return note + restart_after_undo(service, was_active), True

@@ -35,7 +35,9 @@ from typing import NoReturn
 from ..deadline import shielded
 from ..errors import CommandError, UnsafePermissions, UpdatesError
 from ..fsutil import copy_file_atomic, fsync_dir
+from ..journal import Operation, begin, restore_file, sha256_file
 from ..permissions import run_executable
+from ..recovery import run_after_command
 from .service import HealthCheck, ServiceManager, poll_health
 from .version import Version
 
@@ -191,7 +193,12 @@ def restart_after_undo(service: ServicePlan | None, was_active: bool) -> str:
 
 
 def install_binary(
-    plan: BinaryInstall, new_file: Path, version: Version, old_version: Version | None
+    plan: BinaryInstall,
+    new_file: Path,
+    version: Version,
+    old_version: Version | None,
+    *,
+    journal: Path | None = None,
 ) -> None:
     """Install `new_file` as `plan.target`; see the module docstring for the steps and guarantees."""
     reported = probe_version(new_file, plan.probe)
@@ -213,13 +220,19 @@ def install_binary(
         copy_file_atomic(target, backup)
     service = plan.service
     was_active = service is not None and service.manager.is_active(service.unit)
+    extras = [
+        (extra, unique_path(plan.backup_dir / f"{extra.name}-{old_version or 'unknown'}-{stamp}"))
+        for extra in plan.extra_backups
+    ]
+    record = _journal_install(
+        plan, journal, version=version, backup=backup, extras=extras, was_active=was_active
+    )
     extra_saved: list[Saved] = []
     try:
         if service is not None and was_active:
             service.manager.stop(service.unit)
-        for extra in plan.extra_backups:
+        for extra, saved in extras:
             if extra.exists():
-                saved = unique_path(plan.backup_dir / f"{extra.name}-{old_version or 'unknown'}-{stamp}")
                 st = extra.stat()
                 copy_file_atomic(extra, saved)
                 extra_saved.append(Saved(extra, saved, (st.st_uid, st.st_gid)))
@@ -235,17 +248,47 @@ def install_binary(
         # worse than the old version running. Errors we can explain become one InstallError line.
         with shielded(f"rolling back {target.name} {version}", limit=undo_limit(service)):
             previous = Saved(target, backup, owner) if backup else None
-            note = _undo_binary(plan, previous, extra_saved, was_active)
+            note, undone = _undo_binary(plan, previous, extra_saved, was_active)
+            if record is not None and undone:
+                record.discard()  # done here; a failed undo stays in the journal for the next command
             raise_after_undo(exc, f"{target.name} {version}", note)
+    if record is not None:
+        record.commit(run_after_command)
     log.info("installed %s %s (backup %s)", target, version, backup)
     prune_backups(plan.backup_dir, target.name, plan.keep_backups)
     for extra in plan.extra_backups:
         prune_backups(plan.backup_dir, extra.name, plan.keep_backups)
 
 
+def _journal_install(
+    plan: BinaryInstall,
+    journal: Path | None,
+    *,
+    version: Version,
+    backup: Path | None,
+    extras: Sequence[tuple[Path, Path]],
+    was_active: bool,
+) -> Operation | None:
+    """Record, before anything installed changes, how to put it all back: each file by the hash it has
+    now (restored only from a copy with that hash), then the service started again."""
+    if journal is None:
+        return None
+    target = plan.target
+    record = begin(journal, "binary-install", describe=f"install of {target} {version}")
+    record.will_undo(
+        restore_file(target, sha256_file(target), backup),
+        *(restore_file(extra, sha256_file(extra), saved) for extra, saved in extras),
+    )
+    service = plan.service
+    if service is not None and was_active:
+        record.then_run([*service.manager.command, "start", service.unit], service.manager.timeout)
+    return record
+
+
 def _undo_binary(
     plan: BinaryInstall, backup: Saved | None, extra_saved: Sequence[Saved], was_active: bool
-) -> str:
+) -> tuple[str, bool]:
+    """Put the previous binary and files back and restart the service; (note for the message, undone)."""
     service = plan.service
     try:
         if service is not None and was_active:
@@ -260,8 +303,8 @@ def _undo_binary(
             saved.restore()
     except OSError as exc:
         where = backup.copy if backup else "nowhere (fresh install)"
-        return f"; ROLLBACK FAILED ({exc}); the previous binary is at {where}"
+        return f"; ROLLBACK FAILED ({exc}); the previous binary is at {where}", False
     what = f"rolled back to the previous binary ({backup.copy.name})" if backup else "removed the new binary"
     if extra_saved:
         what += " and restored " + ", ".join(str(s.original) for s in extra_saved)
-    return f"; {what}" + restart_after_undo(service, was_active)
+    return f"; {what}" + restart_after_undo(service, was_active), True

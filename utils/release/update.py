@@ -27,6 +27,7 @@ from pathlib import Path
 from ..argspec import arg_error
 from ..errors import UpdatesError
 from ..http import Session, make_session
+from ..journal import module_journal_dir
 from .args import CommonArgs
 from .assets import Platform, choose_asset, detect_platform, libc_order
 from .binary import BinaryInstall, install_binary, installed_version
@@ -247,7 +248,9 @@ def _install_component(
     ) as archive:
         new_file = extract_file(archive, member, target.parent)
         try:
-            install_binary(comp.plan, new_file, version, current)
+            install_binary(
+                comp.plan, new_file, version, current, journal=module_journal_dir(ctx.common.state_dir)
+            )
         finally:
             with contextlib.suppress(FileNotFoundError):
                 new_file.unlink()
