@@ -280,6 +280,8 @@ def test_when_undoing_fails_too_the_record_stays_and_the_next_command_finishes_i
     assert record.exists()
     assert rollback_module(MODULE, "1.0.0", paths=repo.paths) is True
     assert not record.exists()
+    history = [json.loads(line) for line in (repo.paths.state / "history.jsonl").read_text().splitlines()]
+    assert [(h["command"], [r["outcome"] for r in h["recovered"]]) for h in history] == [("rollback", ["reverted"])]
     assert snapshot(repo.module_dir) != original  # now at 1.0.0, from the retried rollback
     assert repo.entry()["version"] == "1.0.0"
 

@@ -31,7 +31,7 @@ from .lock import run_lock
 from .manifest import load_manifest, update_entry
 from .paths import Paths
 from .recovery import recover, run_after_command
-from .report.publish import publish_recovery
+from .report.history import append_recovery
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
             return _process(paths, opts)
         # Writing takes the run lock: a run records lastApplied in the same manifest.
         with run_lock(paths):
-            publish_recovery(paths, recover(paths), command="checksummer")  # recover() logs each one
+            append_recovery(paths, recover(paths), command="checksummer")  # recover() logs each one
             return _process(paths, opts)
     except UpdatesError as exc:
         sys.stderr.write(f"error: {exc}\n")

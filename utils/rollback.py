@@ -36,9 +36,11 @@ if __name__ == "__main__" and not __package__:  # run as a script: become part o
 
 from .cliparse import Parser, ParserExit, report_early_error
 from .errors import LockHeld, UpdatesError
+from .journal import Recovered
 from .log import setup_logging
 from .manifest import load_manifest
 from .paths import Paths
+from .report.history import append_recovery
 from .report.views import table
 from .vcs.git import Git
 from .vcs.operations import (
@@ -107,6 +109,11 @@ def _attempt(what: str, action: Callable[[], object]) -> bool:
     return True
 
 
+def recorder(paths: Paths) -> Callable[[list[Recovered]], None]:
+    """Records in the run history what a rollback completed of an interrupted change before its own work."""
+    return lambda done: append_recovery(paths, done, command="rollback")
+
+
 def rollback_module(
     name: str,
     target_version: str,
@@ -134,6 +141,7 @@ def rollback_module(
             git=git,
             on_step=_on_step,
             timer_state=timer_state,
+            on_recovered=recorder(paths),
         ),
     )
 
@@ -150,7 +158,15 @@ def rollback_to_last_safe(
     paths, git = context(paths, git)
     return _attempt(
         f"{name}: rollback to the last safe version",
-        lambda: perform_rollback(name, None, force=force, paths=paths, git=git, timer_state=timer_state),
+        lambda: perform_rollback(
+            name,
+            None,
+            force=force,
+            paths=paths,
+            git=git,
+            timer_state=timer_state,
+            on_recovered=recorder(paths),
+        ),
     )
 
 
@@ -164,7 +180,10 @@ def mark_safe(
     """Set the entry's `lastSafeVersion` to its current `version`; True on success."""
     paths, git = context(paths, git)
     return _attempt(
-        f"{name}: mark-safe", lambda: set_last_safe(name, paths=paths, git=git, timer_state=timer_state)
+        f"{name}: mark-safe",
+        lambda: set_last_safe(
+            name, paths=paths, git=git, timer_state=timer_state, on_recovered=recorder(paths)
+        ),
     )
 
 
@@ -245,7 +264,9 @@ def cmd_tag(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
 
 
 def cmd_rollback(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
-    result = perform_rollback(opts.name, opts.to, force=opts.force, paths=paths, git=git)
+    result = perform_rollback(
+        opts.name, opts.to, force=opts.force, paths=paths, git=git, on_recovered=recorder(paths)
+    )
     if result.backup is None:
         sys.stdout.write(f"{result.name}: already exactly {result.tag}; nothing changed\n")
         return 0
@@ -259,7 +280,7 @@ def cmd_rollback(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
 
 
 def cmd_mark_safe(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
-    version = set_last_safe(opts.name, paths=paths, git=git)
+    version = set_last_safe(opts.name, paths=paths, git=git, on_recovered=recorder(paths))
     sys.stdout.write(f"{opts.name}: lastSafeVersion = {version}\n")
     return 0
 

@@ -26,12 +26,14 @@ import json
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import UnsafePermissions
+from ..errors import UnsafePermissions, UpdatesError
+from ..journal import Recovered
 from ..paths import Paths
 from ..results import Status
 
@@ -248,3 +250,21 @@ def last_status_by_module(
     for name, entry in skipped.items():
         found.setdefault(name, entry)
     return found
+
+
+def append_recovery(state: Paths | Path | str, recovered: Sequence[Recovered], *, command: str) -> None:
+    """For a command other than `run` (which puts them in its own record): one history line saying which
+    interrupted changes it completed before its own work. Never raises: the command's work matters more."""
+    if not recovered:
+        return
+    now = time.time()
+    failed = any(item.outcome == "failed" for item in recovered)
+    record = make_record(
+        [], started=now, finished=now, exit_code=1 if failed else 0, dry_run=False,
+        command=command, recovered=[item.as_dict() for item in recovered],
+    )  # fmt: skip
+    record["ok"] = not failed
+    try:
+        append_run(state, record)
+    except (OSError, UpdatesError) as exc:
+        log.warning("could not append to the run history: %s", exc)

@@ -3,21 +3,18 @@
 Contract: `publish(...)` appends the run to `<state>/history.jsonl`, writes the Prometheus metrics file
 when one is configured (not in dry-run) and sends the configured webhook and ping (not in dry-run). None
 of these can change the run's result or exit code: each failure is logged as a warning and the next step
-still happens. `publish_recovery` records, for a command other than `run`, the interrupted changes it
-completed before its own work.
+still happens.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UpdatesError
-from ..journal import Recovered
 from ..paths import Paths
 from ..results import ModuleResult, Status
 from .history import append_run, make_record
@@ -124,19 +121,3 @@ def publish_refusal(
     except Exception as exc:  # a notification must never decide a run
         log.warning("notification failed: %s", exc)
 
-
-def publish_recovery(paths: Paths, recovered: Sequence[Recovered], *, command: str) -> None:
-    """A command other than `run` that completed an interrupted change leaves a history line saying so."""
-    if not recovered:
-        return
-    try:
-        now = time.time()
-        failed = any(item.outcome == "failed" for item in recovered)
-        record = make_record(
-            [], started=now, finished=now, exit_code=1 if failed else 0, dry_run=False,
-            command=command, recovered=[item.as_dict() for item in recovered],
-        )  # fmt: skip
-        record["ok"] = not failed
-        append_run(paths, record)
-    except (OSError, UpdatesError) as exc:
-        log.warning("could not append to the run history: %s", exc)

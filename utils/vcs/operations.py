@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..digest import compute_folder_sha256, read_checksum_file
 from ..errors import ChecksumError, RollbackError, UpdatesError
-from ..journal import Operation, begin, inode, journal_dir, restore_dir, write_bytes
+from ..journal import Operation, Recovered, begin, inode, journal_dir, restore_dir, write_bytes
 from ..journal import remove as remove_action
 from ..journal import sweep as sweep_action
 from ..lock import hold_existing_lock, run_lock
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # The state directory of the systemd unit and of the cron example (see config/): their runs lock it.
 TIMER_STATE_DIR = Path("/var/lib/updates")
 StepHook = Callable[[str], None]
+RecoveryHook = Callable[[list[Recovered]], None]
 # The points at which `perform_rollback` calls its `on_step` hook, in order (tests inject failures there).
 STEPS = ("extracted", "swapped", "backed-up")
 _FOR_EACH_REF_FORMAT = "%00".join(
@@ -206,19 +207,28 @@ def push_tag(tag: str, *, git: Git, remote: str = "origin") -> None:
 
 
 @contextlib.contextmanager
-def locked(paths: Paths, timer_state: Path | None = TIMER_STATE_DIR) -> Iterator[None]:
+def locked(
+    paths: Paths, timer_state: Path | None = TIMER_STATE_DIR, on_recovered: RecoveryHook | None = None
+) -> Iterator[None]:
     """The run lock of `paths`, plus the timer's when it is another, existing file (see the docstring);
-    once held, what a killed run or rollback left unfinished is completed first."""
+    once held, what a killed run or rollback left unfinished is completed first (and, when there was
+    something, handed to `on_recovered`, which records it)."""
     with run_lock(paths):
         other = timer_state / "updates.lock" if timer_state is not None else None
         if other is None or not other.is_file() or other.resolve() == paths.lock.resolve():
-            recover(paths)
+            _recover(paths, on_recovered)
             yield
             return
         log.debug("also taking the timer's lock %s", other)
         with hold_existing_lock(other, f"a run of the timer holds the lock {other}"):
-            recover(paths)
+            _recover(paths, on_recovered)
             yield
+
+
+def _recover(paths: Paths, on_recovered: RecoveryHook | None) -> None:
+    done = recover(paths)
+    if done and on_recovered is not None:
+        on_recovered(done)
 
 
 def _backup_path(paths: Paths, name: str) -> Path:
@@ -243,9 +253,10 @@ def perform_rollback(
     git: Git,
     on_step: StepHook | None = None,
     timer_state: Path | None = TIMER_STATE_DIR,
+    on_recovered: RecoveryHook | None = None,
 ) -> RollbackResult:
     """Restore module `name` to the newest tag of `target_version` (default: its lastSafeVersion)."""
-    with locked(paths, timer_state):
+    with locked(paths, timer_state, on_recovered):
         entry = module_entry(paths, name)
         target = target_version or entry.last_safe_version
         if not target:
@@ -366,10 +377,15 @@ def _undo(
 
 
 def set_last_safe(
-    name: str, *, paths: Paths, git: Git, timer_state: Path | None = TIMER_STATE_DIR
+    name: str,
+    *,
+    paths: Paths,
+    git: Git,
+    timer_state: Path | None = TIMER_STATE_DIR,
+    on_recovered: RecoveryHook | None = None,
 ) -> str:
     """Record the entry's current version as `lastSafeVersion`; returns that version."""
-    with locked(paths, timer_state):
+    with locked(paths, timer_state, on_recovered):
         entry = module_entry(paths, name)
         if not entry.version:
             raise RollbackError(f"{name}: the manifest has no version to mark safe")
