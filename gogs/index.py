@@ -26,7 +26,7 @@ from ..utils.release.appdir import DirectoryInstall, install_directory
 from ..utils.release.args import read_args
 from ..utils.release.assets import Platform
 from ..utils.release.binary import ServicePlan, VersionProbe, installed_version
-from ..utils.release.download import downloaded, sweep_stale
+from ..utils.release.download import downloaded, journaled_temps, sweep_stale
 from ..utils.release.extract import extract_tree
 from ..utils.release.github import ReleaseError
 from ..utils.release.service import gogs_database_ok
@@ -158,13 +158,19 @@ def update(
         service=service,
     )
     sweep_stale(parent, [f".{asset.name}.*.part", f".{install_dir.name}-*.new-*"])
-    with downloaded(
-        ctx.session, asset, parent, expected, allow_unverified=common.allow_unverified
-    ) as archive:
-        new_dir = Path(tempfile.mkdtemp(dir=parent, prefix=f".{install_dir.name}-{version}.new-"))
+    journal = module_journal_dir(common.state_dir)
+    staging = f".{install_dir.name}-{version}.new-"
+    # The install's own record, begun later, is recovered first: it takes the previous directory back from
+    # the staging name before this one sweeps what is left there.
+    temps = [(f".{asset.name}.", ".part"), (staging, "")]
+    with (
+        journaled_temps(journal, parent, temps, describe=f"download of {asset.name}"),
+        downloaded(ctx.session, asset, parent, expected, allow_unverified=common.allow_unverified) as archive,
+    ):
+        new_dir = Path(tempfile.mkdtemp(dir=parent, prefix=staging))
         try:
             extract_tree(archive, "gogs", new_dir)
-            install_directory(plan, new_dir, version, current, journal=module_journal_dir(common.state_dir))
+            install_directory(plan, new_dir, version, current, journal=journal)
         finally:
             if new_dir.exists():
                 with contextlib.suppress(OSError):

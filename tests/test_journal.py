@@ -138,6 +138,50 @@ def test_an_unreadable_record_is_reported_not_acted_on(tmp_path: Path) -> None:
         bad.revert(no_commands)
 
 
+
+def test_nested_changes_are_undone_inner_first(tmp_path: Path) -> None:
+    """A download's temp names (outer record) and the install that moved the live directory to such a
+    name (inner record): the inner undo must take the directory back before the outer sweep runs."""
+    live, staging = tmp_path / "app", tmp_path / ".app.new-x"
+    live.mkdir()
+    (live / "data").write_bytes(b"the only copy\n")
+    old_inode = journal.inode(live)
+    assert old_inode is not None
+    outer = journal.begin(tmp_path / "journal", "temp-files", describe="download")
+    outer.will_undo(journal.sweep(tmp_path, ".app.new-", ""))
+    staging.mkdir()
+    (staging / "data").write_bytes(b"new\n")
+    inner = journal.begin(tmp_path / "journal", "directory-install", describe="install")
+    inner.will_undo(journal.restore_dir(live, old_inode, [staging], discard=None))
+    os.rename(live, tmp_path / "swap")
+    os.rename(staging, live)
+    os.rename(tmp_path / "swap", staging)  # the live directory is at the staging name; the process dies
+
+    done = journal.recover(tmp_path / "journal", no_commands)
+    assert [(d.describe, d.outcome) for d in done] == [("install", "reverted"), ("download", "reverted")]
+    assert (live / "data").read_bytes() == b"the only copy\n" and journal.inode(live) == old_inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "journal"]
+
+
+def test_a_failed_record_holds_back_the_older_records_of_its_process_only(tmp_path: Path) -> None:
+    live = tmp_path / "app"
+    live.mkdir()
+    guard = tmp_path / ".app.new-x"
+    guard.mkdir()  # at a staging name: the outer sweep would remove it if it ran
+    outer = journal.begin(tmp_path / "journal", "temp-files", describe="download")
+    outer.will_undo(journal.sweep(tmp_path, ".app.new-", ""))
+    inner = journal.begin(tmp_path / "journal", "directory-install", describe="install")
+    inner.will_undo(journal.restore_dir(live, [1, 2], [guard], discard=None))  # an inode found nowhere
+    stranger = journal.begin(tmp_path / "journal", "edit", describe="edit by another run")
+    stranger.pid = os.getpid() + 1
+    stranger.will_undo(journal.write_bytes(tmp_path / "setting", b"old\n"))
+
+    done = {d.describe: d.outcome for d in journal.recover(tmp_path / "journal", no_commands)}
+    assert done == {"install": "failed", "download": "failed", "edit by another run": "reverted"}
+    assert guard.is_dir(), "the sweep ran although the change nested in it could not be undone"
+    assert (tmp_path / "setting").read_bytes() == b"old\n"
+    assert len(journal.pending(tmp_path / "journal")) == 2
+
 # -- through the command line ---------------------------------------------------------------------------------
 
 

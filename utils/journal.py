@@ -13,8 +13,9 @@ Contract:
   record. `revert()` runs undo and after, then removes the record. Leaving `with operation(...)` by an
   exception reverts (after whatever undo the caller did itself; the actions find that work done).
 - `recover(directory, run)` is called by every command that takes the run lock (so no live process owns
-  a record): a committed record is finished, a pending one reverted. A record whose recovery fails stays
-  for the next command, and `pending(directory)` lists what is there (for `status`).
+  a record): newest first, a committed record is finished, a pending one reverted. A record whose
+  recovery fails stays for the next command, with the older records of its process; `pending(directory)`
+  lists what is there (for `status`).
 """
 
 from __future__ import annotations
@@ -130,9 +131,10 @@ def remove(path: Path, *, unless_inode: list[int] | None = None) -> Action:
     return {"do": "remove", "path": str(path), "unless_inode": unless_inode}
 
 
-def sweep(directory: Path, prefix: str, suffix: str = ".tmp") -> Action:
-    """Remove the temp files we name `<prefix>...<suffix>` in `directory`."""
-    return {"do": "sweep", "dir": str(directory), "prefix": prefix, "suffix": suffix}
+def sweep(directory: Path, prefix: str, suffix: str = ".tmp", *, since: float | None = None) -> Action:
+    """Remove the temp files we name `<prefix>...<suffix>` in `directory`; with `since` (a time stamp), only
+    those changed since then, so a file of that name someone else made earlier stays."""
+    return {"do": "sweep", "dir": str(directory), "prefix": prefix, "suffix": suffix, "since": since}
 
 
 def command(argv: Sequence[str], timeout: float) -> Action:
@@ -214,7 +216,7 @@ def _do_remove(action: Action, run: CommandRunner) -> None:
 
 
 def _do_sweep(action: Action, run: CommandRunner) -> None:
-    sweep_temps(Path(action["dir"]), action["prefix"], action["suffix"])
+    sweep_temps(Path(action["dir"]), action["prefix"], action["suffix"], since=action.get("since"))
 
 
 def _do_run(action: Action, run: CommandRunner) -> None:
@@ -231,8 +233,11 @@ _ACTIONS: dict[str, Callable[[Action, CommandRunner], None]] = {
 }
 
 
-def sweep_temps(directory: Path, prefix: str, suffix: str = ".tmp") -> list[Path]:
-    """Remove what a killed process left under the names we give temp files; returns what went."""
+def sweep_temps(
+    directory: Path, prefix: str, suffix: str = ".tmp", *, since: float | None = None
+) -> list[Path]:
+    """Remove what a killed process left under the names we give temp files (changed at or after `since`,
+    when given); returns what went."""
     removed: list[Path] = []
     try:
         entries = list(os.scandir(directory))
@@ -241,6 +246,8 @@ def sweep_temps(directory: Path, prefix: str, suffix: str = ".tmp") -> list[Path
     for entry in entries:
         if entry.name.startswith(prefix) and entry.name.endswith(suffix):
             with contextlib.suppress(FileNotFoundError):
+                if since is not None and entry.stat(follow_symlinks=False).st_mtime < since:
+                    continue
                 _remove(Path(entry.path))
                 removed.append(Path(entry.path))
     return removed
@@ -367,8 +374,10 @@ def _no_runner(argv: Sequence[str], timeout: float) -> None:  # pragma: no cover
 def begin(directory: Path, op: str, *, describe: str, module: str | None = None) -> Operation:
     """Start a journaled change: its record is on disk before this returns."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    now = datetime.now(timezone.utc)
-    ident = f"{now:%Y%m%dT%H%M%S}.{time.monotonic_ns() % 10**9:09d}-{os.getpid()}-{op}"
+    # The name sorts in the order the records were begun (recovery goes newest first).
+    now_ns = time.time_ns()
+    now = datetime.fromtimestamp(now_ns / 1e9, timezone.utc)
+    ident = f"{now:%Y%m%dT%H%M%S}.{now_ns % 10**9:09d}-{os.getpid()}-{op}"
     record = Operation(
         path=directory / f"{ident}.json", op=op, describe=describe, module=module,
         started=now.strftime("%Y-%m-%dT%H:%M:%SZ"), pid=os.getpid(),
@@ -443,20 +452,37 @@ def pending(directory: Path) -> list[Operation | Path]:
 
 
 def recover(directory: Path, run: CommandRunner) -> list[Recovered]:
-    """Finish or revert every record in `directory`; call it holding the run lock."""
+    """Finish or revert every record in `directory`, newest first; call it holding the run lock.
+
+    One process may nest changes (a download whose temp files an install then switches in): the inner,
+    later one is undone first, as a stack unwinds. When a record fails, the older records of the same
+    process wait for the next command (their undo may need the failed one's done first); records of
+    other processes are independent and go on."""
     done: list[Recovered] = []
     sweep_temps(directory, ".", ".tmp")  # a record being written when the process was killed
-    for path in records(directory):
+    blocked: set[int] = set()
+    for path in reversed(records(directory)):
         try:
             record = Operation.load(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             done.append(Recovered("unknown", path.name, None, "?", "failed", f"unreadable record: {exc}"))
+            blocked.add(_pid_in_name(path))
             continue
         error: str | None = None
-        try:
-            outcome = record.finish(run)
-        except Exception as exc:  # each record on its own: one that fails must not stop the others
-            log.debug("recovery of %s failed", path, exc_info=True)
-            outcome, error = "failed", str(exc)
+        if record.pid in blocked:
+            outcome, error = "failed", "waits until a later change of the same run is recovered"
+        else:
+            try:
+                outcome = record.finish(run)
+            except Exception as exc:  # each run's records on their own: one that fails must not stop others
+                log.debug("recovery of %s failed", path, exc_info=True)
+                outcome, error = "failed", str(exc)
+                blocked.add(record.pid)
         done.append(Recovered(record.op, record.describe, record.module, record.started, outcome, error))
     return done
+
+
+def _pid_in_name(path: Path) -> int:
+    """The pid in a record's name (`<time>-<pid>-<op>.json`), for a record too damaged to read."""
+    parts = path.name.split("-")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else -1

@@ -16,7 +16,9 @@ Contract of `install_directory(plan, new_dir, version, old_version, journal=...)
    `<name>-failed-<new>-<stamp>` (kept for diagnosis), the previous one put back, the service restarted,
    and `InstallError` says so. The undo finds the previous directory by its inode, wherever the switch
    stopped, and is shielded from the module's timeout, SIGTERM and Ctrl-C, delivered once it is done.
-5. With `journal`, the same undo (and the service start) is recorded before the first step, so a process
+5. With `journal`, the same undo is recorded before the first step (a running service stopped, since by
+   then it may run the new version; the previous directory put back and the interrupted new one removed,
+   not kept as failed; the service started), so a process
    killed at any point is reverted by the next command that takes the run lock; the record is committed
    once the health check passed.
 The backup directory must be on the install directory's file system (checked before anything changes).
@@ -45,6 +47,8 @@ from .binary import (
     prune_backups,
     raise_after_undo,
     restart_after_undo,
+    service_start,
+    service_stop,
     start_and_check,
     undo_limit,
     unique_path,
@@ -193,12 +197,14 @@ def install_directory(
     if journal is not None:
         record = begin(journal, "directory-install", describe=f"install of {install_dir} {version}")
         # Whatever instant a kill lands: the old directory back in place, the half-built one gone.
+        # One save for the stop and the start: a record that stops the service must also start it again.
+        record.after.extend(service_start(service, was_active))
         record.will_undo(
-            restore_dir(install_dir, old_inode, [backup, new_dir], discard=failed),
+            *service_stop(service, was_active),
+            # Not kept as `-failed-`: a kill says nothing against the release, and each copy holds data/.
+            restore_dir(install_dir, old_inode, [backup, new_dir], discard=None),
             remove_action(new_dir, unless_inode=old_inode),
         )
-        if service is not None and was_active:
-            record.then_run([*service.manager.command, "start", service.unit], service.manager.timeout)
     switch = Switch(install_dir, old_inode, (backup, new_dir), failed)
     try:
         if service is not None and was_active:

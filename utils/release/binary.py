@@ -15,6 +15,8 @@ Contract of `install_binary(plan, new_file, version, old_version)`:
    An interruption (module timeout, Ctrl-C) is undone the same way and then propagates unchanged.
    The undo is shielded (`utils.deadline.shielded`): a timeout, SIGTERM or Ctrl-C that comes during it
    waits until it is done (bounded by `undo_limit`) and is delivered then.
+5. With `journal`, the same undo is recorded before the service is touched (stop, files back by their
+   hashes, start), so the next command that takes the run lock reverts a process killed at any point.
 `probe_version` runs `<binary> <args>` (as the file's owner when that is not root: root never executes a file
 another user can change; see `permissions.run_executable`) and parses the tool's real output format.
 """
@@ -35,7 +37,7 @@ from typing import NoReturn
 from ..deadline import shielded
 from ..errors import CommandError, UnsafePermissions, UpdatesError
 from ..fsutil import copy_file_atomic, fsync_dir
-from ..journal import Operation, begin, restore_file, sha256_file
+from ..journal import Action, Operation, begin, command, restore_file, sha256_file
 from ..permissions import run_executable
 from ..recovery import run_after_command
 from .service import HealthCheck, ServiceManager, poll_health
@@ -275,14 +277,29 @@ def _journal_install(
         return None
     target = plan.target
     record = begin(journal, "binary-install", describe=f"install of {target} {version}")
+    # One save for the stop and the start: a record that stops the service must also start it again.
+    record.after.extend(service_start(plan.service, was_active))
     record.will_undo(
+        *service_stop(plan.service, was_active),
         restore_file(target, sha256_file(target), backup),
         *(restore_file(extra, sha256_file(extra), saved) for extra, saved in extras),
     )
-    service = plan.service
-    if service is not None and was_active:
-        record.then_run([*service.manager.command, "start", service.unit], service.manager.timeout)
     return record
+
+
+def service_stop(service: ServicePlan | None, was_active: bool) -> list[Action]:
+    """The journal's first undo step for a service that was running: stop it, since by the time of a
+    crash it may be running the new version, which a `start` would leave running."""
+    if service is None or not was_active:
+        return []
+    return [command([*service.manager.command, "stop", service.unit], service.manager.timeout)]
+
+
+def service_start(service: ServicePlan | None, was_active: bool) -> list[Action]:
+    """The journal's step after the undo: the service that was running runs again, the old version now."""
+    if service is None or not was_active:
+        return []
+    return [command([*service.manager.command, "start", service.unit], service.manager.timeout)]
 
 
 def _undo_binary(

@@ -11,7 +11,9 @@ Contract:
   `dest_dir`, so the later rename stays on one file system; memory use is constant (one chunk). It checks
   the size announced by the API, refuses an HTML page, and compares the SHA-256. On any failure the
   temporary file is gone and a one-line error says why; on success the caller owns the file.
-- `sweep_stale` removes the hidden temporary files and directories a killed earlier run left behind.
+- `sweep_stale` removes the hidden temporary files and directories a killed earlier run left behind;
+  `journaled_temps` records the temp names a step is about to create in the crash journal first, so the
+  next command that takes the run lock removes them even when no upgrade follows.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from ..errors import UpdatesError
 from ..http import RequestException, Response, Session
+from ..journal import operation, sweep
 from .github import Asset, Release, check_rate_limit
 
 log = logging.getLogger(__name__)
@@ -243,3 +246,19 @@ def downloaded(
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+@contextlib.contextmanager
+def journaled_temps(
+    journal: Path, directory: Path, names: Sequence[tuple[str, str]], *, describe: str
+) -> Iterator[None]:
+    """Around a step that makes temp files `<prefix>...<suffix>` (`names`) in `directory` and removes them
+    itself on every way out: the record is on disk before the first is made, so after a kill the next
+    command removes them. Only files changed since the record was written go, never an older namesake."""
+    # A second of slack: some file systems keep coarse modification times.
+    since = time.time() - 1.0
+    with operation(journal, "temp-files", describe=describe) as record:
+        record.undo.extend(sweep(directory, prefix, suffix, since=since) for prefix, suffix in names)
+        record.save()
+        yield
+        record.commit()

@@ -31,7 +31,14 @@ from ..journal import module_journal_dir
 from .args import CommonArgs
 from .assets import Platform, choose_asset, detect_platform, libc_order
 from .binary import BinaryInstall, install_binary, installed_version
-from .download import Expected, check_verifiable, downloaded, expected_digest, sweep_stale
+from .download import (
+    Expected,
+    check_verifiable,
+    downloaded,
+    expected_digest,
+    journaled_temps,
+    sweep_stale,
+)
 from .extract import extract_file
 from .github import Asset, GitHubReleases, Release, ReleaseError, ReleaseQuery
 from .service import HealthCheck, ServiceManager
@@ -243,14 +250,17 @@ def _install_component(
     target = comp.plan.target
     member = comp.member(asset.name)
     sweep_stale(target.parent, [f".{asset.name}.*.part", f".{Path(member).name}.*.new"])
-    with downloaded(
-        ctx.session, asset, target.parent, expected, allow_unverified=ctx.common.allow_unverified
-    ) as archive:
+    journal = module_journal_dir(ctx.common.state_dir)
+    temps = [(f".{asset.name}.", ".part"), (f".{Path(member).name}.", ".new")]
+    with (
+        journaled_temps(journal, target.parent, temps, describe=f"download of {asset.name}"),
+        downloaded(
+            ctx.session, asset, target.parent, expected, allow_unverified=ctx.common.allow_unverified
+        ) as archive,
+    ):
         new_file = extract_file(archive, member, target.parent)
         try:
-            install_binary(
-                comp.plan, new_file, version, current, journal=module_journal_dir(ctx.common.state_dir)
-            )
+            install_binary(comp.plan, new_file, version, current, journal=journal)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 new_file.unlink()
