@@ -21,7 +21,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +155,23 @@ def digest_folder(path: str | os.PathLike[str]) -> FolderDigest:
         parts = rel_name.split("/")[:-1]
         directories.update("/".join(parts[: n + 1]) for n in range(len(parts)))
     return FolderDigest(Path(top), total.hexdigest(), MappingProxyType(covered), frozenset(directories))
+
+
+def digest_of_files(files: Iterable[tuple[str, bytes]]) -> str:
+    """The digest `compute_folder_sha256` gives a directory holding exactly these (relative path, content)
+    files: the same exclusions, order and escaping; for trees read from git without writing them out."""
+    lines = []
+    for rel, data in files:
+        parts = rel.split("/")
+        if "\n" in rel:
+            raise ChecksumError(f"file name with a newline: {rel!r}")
+        if rel == CHECKSUM_FILE or rel.endswith(".pyc") or EXCLUDED_DIRS.intersection(parts[:-1]):
+            continue
+        lines.append((os.fsencode(rel), hashlib.sha256(data).hexdigest()))
+    total = hashlib.sha256()
+    for rel_bytes, hexdigest in sorted(lines):
+        total.update(_line(hexdigest, rel_bytes))
+    return total.hexdigest()
 
 
 def compute_folder_sha256(path: str | os.PathLike[str]) -> str:
