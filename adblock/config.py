@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..utils.argspec import arg_error, read_spec
+from .install import BLOCK_FORMATS
 from .render import FORMATS
 from .sources import Source, source_name
 
@@ -26,7 +27,6 @@ DEFAULT_SOURCES = (
     "https://raw.githubusercontent.com/hoshsadiq/adblock-nocoin-list/master/hosts.txt",
 )
 DEFAULT_HOSTS = "/etc/hosts"
-BLOCK_FORMATS = ("hosts", "dnsmasq", "unbound", "domains")  # formats whose comments start with '#'
 
 # key -> (default, accepted types)
 ARG_SPEC: dict[str, tuple[Any, tuple[type, ...]]] = {
@@ -34,6 +34,7 @@ ARG_SPEC: dict[str, tuple[Any, tuple[type, ...]]] = {
     "format": ("hosts", (str,)),
     "output": (None, (str,)),
     "install": (None, (str,)),
+    "overwrite": (False, (bool,)),
     "redirect_ip": ("0.0.0.0", (str,)),  # noqa: S104 - the blocking answer, not a bind address
     "redirect_ipv6": (None, (str,)),
     "lenient": (False, (bool,)),
@@ -49,7 +50,9 @@ ARG_SPEC: dict[str, tuple[Any, tuple[type, ...]]] = {
     "http_timeout": ([10, 60], (int, float, list)),
     "http_retries": (3, (int,)),
     "http_backoff": (0.5, (int, float)),
-    "max_source_bytes": (64 * 1024 * 1024, (int,)),
+    # A 5,000,000-line list is 140 MiB; the module needs about four bytes of memory per byte of list, so
+    # this still keeps one runaway download well under 800 MB.
+    "max_source_bytes": (160 * 1024 * 1024, (int,)),
     "min_source_fraction": (0.5, (int, float)),
 }
 
@@ -60,6 +63,7 @@ class Options:
     format: str
     output: Path
     block: bool
+    overwrite: bool
     redirect_ip: str
     redirect_ipv6: str | None
     lenient: bool
@@ -108,6 +112,7 @@ class Options:
             format=fmt,
             output=Path(output),
             block=install == "block",
+            overwrite=values["overwrite"],
             redirect_ip=_ip(values["redirect_ip"], "redirect_ip", 4 if fmt == "dnsmasq" else None),
             redirect_ipv6=(
                 _ip(values["redirect_ipv6"], "redirect_ipv6", 6) if values["redirect_ipv6"] else None

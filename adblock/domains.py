@@ -3,6 +3,7 @@
 Contract: `normalize(token)` turns one token from a list into the name to block (lower case, no trailing
 dot, punycode) or tells why it cannot be blocked: `INVALID` (not a blockable host name; hblock rejects the
 whole line) or `RESERVED` (a local/special-use name that must never be blocked; dropped on its own).
+Validity is judged first, so an invalid name under a reserved TLD still rejects its line (hblock's order).
 The rules follow hblock: labels of `[0-9a-z_-]` (1-63 chars), at least two labels, a last label that starts
 with a letter and ends with a letter or digit. Two additions: no label starts or ends with a hyphen (host
 name rule; it also keeps AdBlock URL fragments like `-coin-hive.js` out), and names are capped at 253
@@ -80,6 +81,10 @@ def normalize(token: str) -> str:
         if converted is None:
             return INVALID
         name = converted
-    if is_reserved(name):
+    # Validity first (hblock's order): an invalid name rejects its line even when it ends in `.local`.
+    # The machine's own names (`localhost`, one label) are dropped quietly all the same.
+    if name in LOCAL_NAMES:
         return RESERVED
-    return name if is_valid(name) else INVALID
+    if not is_valid(name):
+        return INVALID
+    return RESERVED if is_reserved(name) else name

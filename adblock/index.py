@@ -30,9 +30,10 @@ from ..utils.errors import UpdatesError
 from ..utils.fsutil import atomic_write_text
 from ..utils.journal import Operation, module_journal_dir, operation, restore_file, sweep, write_bytes
 from ..utils.proc import run
+from ..utils.progress import Progress
 from . import LIVE_CHECKSUM
 from .config import Options
-from .install import compose, read_current, write_file
+from .install import check_whole_file, compose, read_current, write_file
 from .lists import Rules, load_rules, merge
 from .parse import ParsedList, parse_list
 from .render import Meta, body_of, names_in, render
@@ -73,49 +74,72 @@ def _fetch_all(opts: Options, cache: Cache) -> list[Fetched]:
 
 def _gather(fetched: Sequence[Fetched], opts: Options, cache: Cache, dry_run: bool) -> Gathered:
     gathered = Gathered([], [], [])
-    for item in fetched:
-        source = item.source
-        parsed = None
-        if item.status == FRESH:
-            assert item.body is not None
-            size = len(item.body)
-            # Staged on disk first, so that the parser holds the only reference to the downloaded bytes.
-            staged = None if dry_run else cache.stage(source.url, item.body)
-            parsed = parse_list(item.take_body(), lenient=opts.lenient)
-            previous = cache.meta(source.url).get("names", 0)
-            too_small = parsed.stats.names < opts.min_source_fraction * previous and not opts.force
-            if parsed.stats.names == 0 or too_small:
-                item.status = FAILED
-                item.reason = (
-                    f"implausibly small ({parsed.stats.names:,} names, the last good copy had {previous:,})"
-                    if parsed.stats.names else "no names in it"
-                )
-                parsed = None
-                if staged:
-                    cache.discard(source.url, staged)
-            elif staged:
-                cache.commit(
-                    source.url, staged, size=size, names=parsed.stats.names, validators=item.validators
-                )
-        if parsed is None:
-            item.body = cache.body(source.url)
-            if item.body is None:
-                reason = item.reason or "its cached copy is gone"
-                log.warning("source %s skipped: %s, and there is no cached copy", source.url, reason)
-                gathered.skipped.append(source.name)
-                continue
-            if item.status == FAILED:
-                log.warning("source %s: %s; using the last good copy", source.url, item.reason)
-                gathered.stale.append(source.name)
-            parsed = parse_list(item.take_body(), lenient=opts.lenient)
-        stats = parsed.stats
-        if stats.invalid or stats.unsupported:
-            log.info(
-                "source %s: %d invalid line(s), %d unsupported rule(s); e.g. %s",
-                source.url, stats.invalid, stats.unsupported, "; ".join(stats.samples) or "-",
-            )
-        gathered.lists.append((source.name, parsed))
+    # A bar on a terminal only (utils/progress.py): parsing a list of a million lines takes seconds.
+    with Progress("compiling blocklists", total=len(fetched), unit="lists") as bar:
+        for item in fetched:
+            _gather_one(item, opts, cache, dry_run, gathered)
+            bar.update(1)
     return gathered
+
+
+def _gather_one(item: Fetched, opts: Options, cache: Cache, dry_run: bool, gathered: Gathered) -> None:
+    """Parse one fetched source (or its last good copy) into `gathered`."""
+    source = item.source
+    parsed = None
+    if item.status == FRESH:
+        assert item.body is not None
+        size = len(item.body)
+        stage = _Stage(cache, source.url, None if dry_run else item.body)
+        # The parser holds the only other reference to the downloaded bytes: once they are staged in
+        # the cache (while its helper process computes, or before it starts), it can free them.
+        parsed = parse_list(item.take_body(), lenient=opts.lenient, meanwhile=stage)
+        staged = stage.digest
+        previous = cache.meta(source.url).get("names", 0)
+        too_small = parsed.stats.names < opts.min_source_fraction * previous and not opts.force
+        if parsed.stats.names == 0 or too_small:
+            item.status = FAILED
+            item.reason = (
+                f"implausibly small ({parsed.stats.names:,} names, the last good copy had {previous:,})"
+                if parsed.stats.names else "no names in it"
+            )
+            parsed = None
+            if staged:
+                cache.discard(source.url, staged)
+        elif staged:
+            cache.commit(
+                source.url, staged, size=size, names=parsed.stats.names, validators=item.validators
+            )
+    if parsed is None:
+        item.body = cache.body(source.url)
+        if item.body is None:
+            reason = item.reason or "its cached copy is gone"
+            log.warning("source %s skipped: %s, and there is no cached copy", source.url, reason)
+            gathered.skipped.append(source.name)
+            return
+        if item.status == FAILED:
+            log.warning("source %s: %s; using the last good copy", source.url, item.reason)
+            gathered.stale.append(source.name)
+        parsed = parse_list(item.take_body(), lenient=opts.lenient)
+    stats = parsed.stats
+    if stats.invalid or stats.unsupported:
+        log.info(
+            "source %s: %d invalid line(s), %d unsupported rule(s); e.g. %s",
+            source.url, stats.invalid, stats.unsupported, "; ".join(stats.samples) or "-",
+        )
+    gathered.lists.append((source.name, parsed))
+
+
+class _Stage:
+    """Stage a new download in the cache when called (nothing under dry_run); `digest` names the copy."""
+
+    def __init__(self, cache: Cache, url: str, body: bytes | None) -> None:
+        self.cache, self.url, self.body = cache, url, body
+        self.digest: str | None = None
+
+    def __call__(self) -> None:
+        body, self.body = self.body, None
+        if body is not None:
+            self.digest = self.cache.stage(self.url, body)
 
 
 def _fingerprint(opts: Options, fetched: Sequence[Fetched], cache: Cache) -> str:
@@ -167,6 +191,8 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     cache = Cache(state_dir / "cache")
     state_path = state_dir / STATE_FILE
     allow, deny = _rules(opts)
+    if not opts.block:
+        check_whole_file(opts.output, opts.format, opts.overwrite)
 
     fetched = _fetch_all(opts, cache)
     current = read_current(opts.output, opts.block)  # damaged markers fail the run before any parsing
@@ -188,10 +214,11 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
         raise UpdatesError(
             f"no source could be fetched and none has a cached copy (0/{total}); {opts.output} left as it was"
         )
-    names = merge(
+    merged = merge(
         (parsed.names for _, parsed in gathered.lists),
         allow=allow, deny=deny, filter_subdomains=opts.filter_subdomains,
     )
+    names = merged.names
     where = f"from {used}/{total} sources"
     if gathered.stale:
         where += f" ({len(gathered.stale)} from cache: {', '.join(gathered.stale)})"
@@ -205,8 +232,9 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     # Counted before rendering, so that the set of names and the new text are never in memory together.
     old_count, removed = _compare(old_body, names, opts.format)
     count = len(names)
-    ours = render(names, opts.format, meta, redirect_ip=opts.redirect_ip, redirect_ipv6=opts.redirect_ipv6)
-    del names  # what is left to do needs only the rendered bytes
+    ours = render(names, opts.format, meta, redirect_ip=opts.redirect_ip, redirect_ipv6=opts.redirect_ipv6,
+                  exceptions=merged.exceptions)
+    del names, merged  # what is left to do needs only the rendered bytes
     if removed == 0 and old_count == count and old_body == body_of(ours):
         if not dry_run:
             state = _save_state(

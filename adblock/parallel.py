@@ -1,17 +1,18 @@
 """Parse one large list with two processes: each parses half the lines, then they split the names by range.
 
-Contract: `parse_in_two([text], lenient, parse_chunk)` returns (sorted unique names, merged ListStats)
-equal to what the single-process path gives, or None when it cannot run here (one CPU, no fork), in which
-case the caller parses serially. It exists because a 1,000,000-line list must compile in about a second of
-CPython: parsing, de-duplicating and sorting are each a few hundred nanoseconds per line, and two cores
-halve them.
+Contract: `parse_in_two(data, start, lenient, parse_part, head=...)` returns (sorted unique names of `head`
+plus `data[start:]`, the ListStats of `data[start:]`) equal to what the single-process path gives, or None
+when it cannot run here (one CPU, no fork), in which case the caller parses serially. `CpuWindow` tells
+whether a second process would get a CPU of its own now (`free_cpus()`), so that the caller takes this path
+only where it pays: on a machine whose CPUs are busy, two processes lose to one.
 
 How: the parent forks; parent and child each parse half of the lines (at a line boundary), sort their names
-and cut them at a common pivot (the median of a sample taken before the fork). The child sends its lower
+and cut them at a common pivot (from a sample taken before the fork, see PIVOT_AT). The child sends its lower
 part to the parent and receives the parent's upper part (marshal over pipes), merges and de-duplicates the
 upper range and sends it back; the parent does the same for the lower range. The two ranges are disjoint, so
-lower + upper is the sorted, de-duplicated whole. The child only computes and talks over its pipes, then
-leaves with `os._exit` (no cleanup handlers, no logging); any failure in it makes the parent raise.
+lower + upper is the sorted, de-duplicated whole. The bytes are shared with the child by the fork (never
+written, so never copied). The child only computes and talks over its pipes, then leaves with `os._exit`
+(no cleanup handlers, no logging); any failure in it makes the parent raise.
 
 Whatever ends the parent's part (an error, a module timeout, Ctrl-C, even one landing right after the fork)
 the child is killed unless it finished and is always reaped before `parse_in_two` returns or raises; on
@@ -25,22 +26,72 @@ import itertools
 import marshal
 import operator
 import os
+import select
 import signal
 import struct
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 SAMPLE_WINDOWS = 64
 SAMPLE_SIZE = 4096
+# Where the pivot cuts the names: the child merges the upper range and must also send it back (about as
+# costly as merging it), so it gets about a third of the names and both finish together.
+PIVOT_AT = 0.6
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _cpus() -> int:
+def _quota() -> float | None:
+    """CPUs a cgroup v2 quota (systemd CPUQuota=) allows this process, or None when unlimited/unknown."""
     try:
-        return len(os.sched_getaffinity(0))
+        lines = Path("/proc/self/cgroup").read_text(encoding="ascii").splitlines()
+        path = next(line[3:] for line in lines if line.startswith("0::"))
+        quota, period = (Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, StopIteration, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _cpus() -> float:
+    try:
+        count: float = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        count = os.cpu_count() or 1
+    quota = _quota()
+    return count if quota is None else min(count, quota)
+
+
+def _busy_seconds() -> float | None:
+    """CPU time spent by everything on the machine (all CPUs, not idle), from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5:
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # idle and iowait are not busy
+
+
+class CpuWindow:
+    """Measures, around a piece of this process's own work, how much CPU everything else used meanwhile:
+    `free_cpus()` is the CPUs this process may use minus the others' load (0 when unknown)."""
+
+    def __enter__(self) -> CpuWindow:
+        self.busy, self.mine, self.wall = _busy_seconds(), time.process_time(), time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = _busy_seconds()
+        self.others = None
+        wall = time.monotonic() - self.wall
+        if busy is not None and self.busy is not None and wall > 0:
+            self.others = max(0.0, (busy - self.busy - (time.process_time() - self.mine)) / wall)
+
+    def free_cpus(self) -> float:
+        return 0.0 if self.others is None else _cpus() - self.others
 
 
 def _send(stream: BinaryIO, data: bytes) -> None:
@@ -70,23 +121,29 @@ def _receive_names(stream: BinaryIO) -> list[str]:
     return data.decode("ascii").split("\n") if data else []
 
 
-def _pivot(text: str, lenient: bool, parse_chunk: Callable[..., Any]) -> str:
-    """The median name of evenly spaced samples of whole lines: a cut that splits the work about evenly."""
-    step = max(len(text) // SAMPLE_WINDOWS, 1)
+def _pivot(data: bytes, start: int, lenient: bool, parse_part: Callable[..., Any]) -> str:
+    """The name at PIVOT_AT of evenly spaced samples of whole lines: a cut that splits the work evenly."""
+    step = max((len(data) - start) // SAMPLE_WINDOWS, 1)
     sample = []
-    for start in range(0, len(text), step):
-        begin = text.find("\n", start) + 1
-        end = text.rfind("\n", begin, begin + SAMPLE_SIZE) + 1
+    for at in range(start, len(data), step):
+        begin = data.find(b"\n", at) + 1
+        end = data.rfind(b"\n", begin, begin + SAMPLE_SIZE) + 1
         if 0 < begin < end:
-            sample.append(text[begin:end])
-    names = sorted(parse_chunk("".join(sample), lenient)[0])
-    return names[len(names) // 2] if names else ""
+            sample.append(data[begin:end])
+    joined = b"".join(sample)
+    names = sorted(parse_part(joined, 0, len(joined), lenient)[0])
+    return names[int(len(names) * PIVOT_AT)] if names else ""
 
 
 def unique_sorted(names: list[str]) -> list[str]:
-    """Sort `names` in place and return them without duplicates (cheaper than hashing them all)."""
+    """Sort `names` in place and return them without duplicates (cheaper than hashing them all: a set
+    also scatters the names in memory, which makes the sort twice as slow)."""
     names.sort()
-    return list(map(operator.itemgetter(0), itertools.groupby(names)))
+    if not names:
+        return names
+    # Keep each name that differs from the next one: one C-level pass (groupby is twice as slow).
+    different = map(operator.ne, names, itertools.islice(names, 1, None))
+    return list(itertools.compress(names, itertools.chain(different, (True,))))
 
 
 def _merge_range(mine: list[str], theirs: list[str]) -> list[str]:
@@ -95,10 +152,10 @@ def _merge_range(mine: list[str], theirs: list[str]) -> list[str]:
 
 
 def _child(
-    text: str, lenient: bool, pivot: str, parse_chunk: Callable[..., Any], *, out: BinaryIO, inp: BinaryIO
+    part: tuple[bytes, int, int], lenient: bool, pivot: str, parse_part: Callable[..., Any], *,
+    out: BinaryIO, inp: BinaryIO,
 ) -> None:
-    names, stats = parse_chunk(text, lenient)
-    del text
+    names, stats = parse_part(*part, lenient)
     names.sort()
     cut = bisect.bisect_left(names, pivot)
     _send(out, marshal.dumps(stats.counts()))
@@ -126,22 +183,31 @@ def _pipe(stack: contextlib.ExitStack) -> tuple[BinaryIO, BinaryIO]:
     return reader, stack.enter_context(os.fdopen(write_fd, "wb"))
 
 
+def _waiting(stream: BinaryIO) -> bool:
+    """True when nothing has arrived on `stream` yet (the child is still computing)."""
+    return not select.select([stream], [], [], 0)[0]
+
+
 def parse_in_two(
-    parts: list[str], lenient: bool, parse_chunk: Callable[..., Any]
+    data: bytes,
+    start: int,
+    lenient: bool,
+    parse_part: Callable[..., Any],
+    *,
+    head: list[str] | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> tuple[list[str], Any] | None:
-    """See the module docstring. `parts` holds the whole text (and the only reference to it) on the way in;
-    it is cut there into its two halves, whose concatenation is the text, so that no process keeps the
-    whole text beside its half, and the helper keeps only its own half. After a failure `"".join(parts)`
-    is the text again."""
-    if _cpus() < 2 or not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask") or len(parts) != 1:
+    """See the module docstring. `parse_part(data, begin, end, lenient)` parses the lines of
+    `data[begin:end]` into (unordered names, ListStats); `head` (not modified) holds names the caller
+    parsed already, which join the parent's half. `meanwhile` is called once in the parent, when it would
+    otherwise wait for the child (not at all when this returns None before forking)."""
+    if _cpus() < 2 or not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask"):
         return None
-    middle = parts[0].find("\n", len(parts[0]) // 2) + 1
-    if middle <= 0:
+    # Half of the rest each, a little less for the parent, which sorts the first `start` bytes' names too.
+    middle = data.find(b"\n", (start + len(data)) // 2 - start // 5) + 1
+    if middle <= start:
         return None
-    pivot = _pivot(parts[0], lenient, parse_chunk)
-    text = parts.pop()
-    parts += [text[:middle], text[middle:]]
-    del text
+    pivot = _pivot(data, start, lenient, parse_part)
     parent = os.getpid()
     pid = 0
     finished = False
@@ -161,8 +227,8 @@ def parse_in_two(
                     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     from_child.close()
                     to_child.close()
-                    del parts[0]  # the parent's half
-                    _child(parts.pop(), lenient, pivot, parse_chunk, out=to_parent, inp=from_parent)
+                    part = (data, middle, len(data))
+                    _child(part, lenient, pivot, parse_part, out=to_parent, inp=from_parent)
                     to_parent.close()
                     code = 0
                 finally:
@@ -170,14 +236,21 @@ def parse_in_two(
             to_parent.close()
             from_parent.close()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what came meanwhile is raised here
-            names, stats = parse_chunk(parts[0], lenient)
+            names, stats = parse_part(data, start, middle, lenient)
+            if head:
+                names = head + names
             names.sort()
             cut = bisect.bisect_left(names, pivot)
+            if meanwhile is not None and _waiting(from_child):
+                meanwhile()
+                meanwhile = None
             their_stats = marshal.loads(_receive(from_child))  # noqa: S302 - our own child, a private pipe
             their_lower = _receive_names(from_child)
             _send_names(to_child, names[cut:])
             lower = _merge_range(names[:cut], their_lower)
             del names, their_lower
+            if meanwhile is not None:
+                meanwhile()
             upper = _receive_names(from_child)
         finished = True
     finally:

@@ -1,48 +1,64 @@
 """Parse one downloaded list into the names it blocks, in one pass over the text.
 
 Contract: `parse_list(data, lenient=...)` accepts hosts files (`0.0.0.0`, `127.0.0.1`, `::`, `::1` prefixes;
-any IPv4/IPv6 prefix when `lenient`), plain domain lists and AdBlock `||name^` rules, with `#`/`!` comments
-(inline too), CRLF, tabs, upper case, trailing dots, IDN (to punycode) and several names per line. A line
-with any invalid name is rejected whole (hblock's rule); reserved/local names are dropped on their own.
-AdBlock rules with paths, modifiers, wildcards or exceptions are skipped and counted as unsupported.
+any IPv4/IPv6 prefix when `lenient`), plain domain lists and AdBlock `||name^` rules, with `#` comments
+(inline too, cut off before anything else is looked at, as hblock does) and whole-line `!` comments, CRLF,
+tabs, upper case, trailing dots, IDN (to punycode) and several names per line. A line with any invalid name
+is rejected whole (hblock's rule); reserved/local names are dropped on their own. AdBlock rules with paths,
+modifiers, wildcards or exceptions, and element hiding / scriptlet rules (`site##.ad`, `#@#`, `#?#`, `#$#`,
+`#%#`, `##+js(...)`), are skipped and counted as unsupported: they never block their site.
 
 Speed: a 1,000,000-line list must parse in a fraction of a second in CPython, so the common line shapes
 (`[0.0.0.0|127.0.0.1|::|::1] name [# comment]`, comment and blank lines) are recognised by one compiled
-regex over the whole text (`re.split`, no Python code per line). Every line the fast pattern does not take
-goes through `parse_line`, the careful path. The fast pattern is deliberately narrower than the rules: it
-only takes lines whose result is certain, except for label and name lengths, which are re-checked
-afterwards on the few names longer than 63 characters. Possessive quantifiers keep it from backtracking.
+regex over each piece of text (`re.split` on PIECE bytes of whole lines at a time, no Python code per
+line). Every line the fast pattern does not take goes through `parse_line`, the careful path. The fast
+pattern is deliberately narrower than the rules: it only takes lines whose result is certain, except for
+label and name lengths, which are re-checked afterwards on the few names longer than 63 characters.
+Possessive quantifiers keep it from backtracking.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .domains import INVALID, RESERVED, RESERVED_TLDS, is_valid, normalize
-from .parallel import parse_in_two, unique_sorted
+from .parallel import CpuWindow, parse_in_two, unique_sorted
 
 log = logging.getLogger(__name__)
 
 SAMPLES = 5
-PARALLEL_MIN = 8 << 20  # characters; below this a second process costs more than it saves
+# Bytes decoded and split at a time: the whole text is never decoded at once (at 5,000,000 lines it would
+# weigh three times 150 MB on the way), and the first piece measures how busy the machine is.
+PIECE = 4 << 20
+PARALLEL_MIN = 12 << 20  # bytes; below this a second process costs more than it saves
+# Bytes; above this one process: the helper adds about 60 MB per million lines at the peak (a 5,000,000-line
+# list would take 890 MB instead of 570 MB).
+PARALLEL_MAX = 64 << 20
+FREE_CPUS = 1.5  # a second process pays only when about two CPUs are free for the two of them
 STRICT_IPS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1"})  # noqa: S104 - blocklist prefixes, not binds
 
+# Element hiding and scriptlet rules (`site##.ad`, `#@#`, `#?#`, `#$#`, `#%#`, `#@$?#`, `##+js(...)`): the `#`
+# that follows a name directly, with one of these after it, starts a rule for the page, not a comment.
+_COSMETIC_REST = r"@?[$?%]{0,2}#"
+_COSMETIC = re.compile(_COSMETIC_REST)
 # Top-level names the fast path must leave to the careful path: reserved ones, and `arpa` (home.arpa).
 _SLOW_TLDS = "|".join(sorted(RESERVED_TLDS | {"arpa"}, key=len, reverse=True))
 _FAST = re.compile(
-    r"^(?:(?:0\.0\.0\.0|127\.0\.0\.1|::1?)[ \t]+)?"
-    r"((?:[0-9a-z_]++(?:-++[0-9a-z_]++)*+\.)++"  # labels: no empty label, no hyphen at an edge
-    r"(?!(?:" + _SLOW_TLDS + r")(?![0-9a-z-]))[a-z][0-9a-z-]*[0-9a-z])"  # last label
-    r"\.?[ \t]*(?:#[^\n]*)?\n"
-    r"|^[ \t]*(?:[#!][^\n]*)?\n",
+    r"^(?:(?:0\.0\.0\.0|127\.0\.0\.1|::1?)[ \t]++)?+"
+    # Labels: no empty label, no hyphen at an edge (one possessive run per label, then a look back: a
+    # quarter faster than spelling the hyphen runs out).
+    r"((?:[0-9a-z_][0-9a-z_-]*+(?<!-)\.)++"
+    r"(?!(?:" + _SLOW_TLDS + r")(?![0-9a-z-]))[a-z][0-9a-z-]++(?<!-))"  # last label: 2+ characters
+    r"\.?[ \t]*+(?:#(?!" + _COSMETIC_REST + r")[^\n]*+)?\n"  # a comment, but not `##` & co
+    r"|^[ \t]*+(?:[#!][^\n]*+)?\n",
     re.MULTILINE,
 )
-# AdBlock syntax markers; plain hosts and domain lines never contain them.
-_ABP_MARK = re.compile(r"[|^$*/@]|#[@?$%]?#")
+# AdBlock syntax markers (looked for once the comment is cut off); hosts and domain lines never contain them.
+_ABP_MARK = re.compile(r"[|^$*/@]")
 _ABP_DOMAIN = re.compile(r"\|\|([^|^$*/@#\s]+)\^")
-_TRAILING_COMMENT = re.compile(r"\s+#.*")  # `||name^ # why`: cosmetic rules (`##`) never follow a blank
 
 COMMENT = "comment"
 UNSUPPORTED = "unsupported"
@@ -104,13 +120,19 @@ def parse_line(line: str, lenient: bool = False) -> tuple[list[str], str, int]:
     text = line.strip()
     if not text or text[0] in "#!" or (text[0] == "[" and text[-1] == "]"):
         return [], COMMENT, 0
+    hash_at = text.find("#")
+    if hash_at != -1:
+        # `site##.ad` (no blank before the `#`) is a rule for the page: it blocks nothing. Any other `#`
+        # starts a comment, cut off before anything else is looked at (it may hold URLs, `|`, `$`, `##`).
+        if text[hash_at - 1] not in " \t" and _COSMETIC.match(text, hash_at + 1):
+            return [], UNSUPPORTED, 0
+        text = text[:hash_at].rstrip()
     if _ABP_MARK.search(text):
-        match = _ABP_DOMAIN.fullmatch(_TRAILING_COMMENT.sub("", text))
+        match = _ABP_DOMAIN.fullmatch(text)
         if match is None:
             return [], UNSUPPORTED, 0
         tokens = [match.group(1)]
     else:
-        text = text.split("#", 1)[0]
         tokens = text.lower().split()
         if not tokens:
             return [], COMMENT, 0
@@ -146,7 +168,7 @@ def decode(data: bytes) -> str:
 
 
 def parse_chunk(text: str, lenient: bool = False) -> tuple[list[str], ListStats]:
-    """The names of decoded text (file order, duplicates kept) and its counts (`names` left at 0)."""
+    """The names of decoded text (unordered, duplicates kept) and its counts (`names` left at 0)."""
     parts = _FAST.split(text)
     names = list(filter(None, parts[1::2]))
     leftovers = list(filter(None, parts[0::2]))
@@ -177,30 +199,76 @@ def _still_valid(name: str, stats: ListStats) -> bool:
     return False
 
 
-def parse_list(data: bytes, *, lenient: bool = False, parallel_min: int = PARALLEL_MIN) -> ParsedList:
+def parse_part(data: bytes, start: int, end: int, lenient: bool = False) -> tuple[list[str], ListStats]:
+    """The names of the lines of `data[start:end]` (unordered, duplicates kept) and their counts; decoded
+    PIECE bytes (whole lines) at a time. `start` is at a line's beginning."""
+    names: list[str] = []
+    stats = ListStats()
+    while start < end:
+        stop = data.find(b"\n", min(start + PIECE, end) - 1, end) + 1 or end
+        found, counts = parse_chunk(decode(data[start:stop]), lenient)
+        names += found
+        del found
+        stats.add(*counts.counts())
+        start = stop
+    return names, stats
+
+
+def parse_list(
+    data: bytes,
+    *,
+    lenient: bool = False,
+    parallel: bool | None = None,
+    meanwhile: Callable[[], object] | None = None,
+) -> ParsedList:
     """Parse one list into its sorted, de-duplicated names; see the module docstring.
 
-    Texts of `parallel_min` characters or more are parsed by two processes when the machine has two CPUs
-    (see parallel.py); the result is the same.
+    `parallel`: None decides by size and load: a list of PARALLEL_MIN to PARALLEL_MAX bytes is parsed by
+    two processes (see parallel.py) when, while this process parsed the first piece, about two CPUs stayed
+    free for them; True tries two processes whatever the size and load; False never. The result is the same.
+    `meanwhile` (e.g. writing the bytes to a cache) is called exactly once: while the helper process
+    computes, or first thing when there is none.
     """
-    text = decode(data)
-    del data
+    pending = [meanwhile] if meanwhile is not None else []
+    failed: list[OSError] = []
+
+    def run_pending() -> None:
+        # Its failure (a full disk) is its own: raised once the list is parsed, never taken for the helper's.
+        while pending:
+            try:
+                pending.pop()()
+            except OSError as exc:  # re-raised below, unchanged
+                failed.append(exc)
+
+    size = len(data)
+    names: list[str] = []
+    stats = ListStats()
+    start = 0
     result = None
-    if len(text) >= parallel_min:
-        parts = [text]
-        del text  # parse_in_two cuts it in halves: no whole copy beside them
-        try:
-            result = parse_in_two(parts, lenient, parse_chunk)
-        except (EOFError, OSError, RuntimeError) as exc:
-            log.warning("parallel parsing failed (%s); parsing in this process", exc)
-        text = "".join(parts) if result is None else ""
-        del parts
+    if parallel or (parallel is None and PARALLEL_MIN <= size <= PARALLEL_MAX):
+        start = data.find(b"\n", min(PIECE, size) - 1) + 1 or size
+        with CpuWindow() as window:
+            names, stats = parse_part(data, 0, start, lenient)
+        two = bool(parallel) or window.free_cpus() >= FREE_CPUS
+        log.debug("%s: %.1f CPUs free while the first piece was parsed; %s", f"{size:,} bytes",
+                  window.free_cpus(), "two processes" if two else "one process")
+        if two:
+            try:
+                result = parse_in_two(data, start, lenient, parse_part, head=names, meanwhile=run_pending)
+            except (EOFError, OSError, RuntimeError) as exc:
+                log.warning("parallel parsing failed (%s); parsing in this process", exc)
+    run_pending()
     if result is None:
-        found, stats = parse_chunk(text, lenient)
-        del text
-        names = unique_sorted(found)
+        found, counts = parse_part(data, start, size, lenient)
+        del data  # the caller handed over the only reference: the bytes go before the sort
+        names += found
         del found
+        stats.add(*counts.counts())
+        names = unique_sorted(names)
     else:
-        names, stats = result
+        names, counts = result
+        stats.add(*counts.counts())
+    if failed:
+        raise failed[0]
     stats.names = len(names)
     return ParsedList(names, stats)

@@ -1,95 +1,102 @@
 #!/usr/bin/env python3
-"""Benchmark the adblock compiler on the 1,000,000-line list from ../shared/bench/gen_blocklist.py.
+"""Benchmark the adblock module: full module runs through index.py against hblock, memory, busy CPUs.
 
-Run from the repository root: `venv/bin/python bench/adblock.py [--lines N] [--runs R]`.
+Run from the repository root: `venv/bin/python bench/adblock.py [--sizes N ...] [--runs R] [--no-busy]`.
 
-Each measurement runs in a fresh worker process (this script again, with `--worker`), so that every
-figure covers one process tree and nothing else: the worker and the parse helper it forks. This process
-only samples their memory (every few ms, from /proc/<pid>/smaps_rollup) and serves the HTTP list.
-Printed, for the compile (read, parse, dedupe, sort, render hosts format) with the two-process parse and
-with the one-process parse: lines/s, domains, wall time (best of R), and memory:
-- peak RSS of the worker and of its helper (getrusage: exact, but the two peaks happen at different times
-  and both count the pages they share after the fork);
-- peak of RSS summed over both at one instant (sampled; shared pages still counted twice);
-- peak of PSS summed over both (sampled): the physical memory the run really holds at once, each shared
-  page counted once; this is what a memory cgroup (systemd MemoryMax=) charges, page cache aside.
-Then two full module runs against a local HTTP server: the first download (200, writes the hosts file)
-and the nightly "nothing new upstream" run where every conditional GET answers 304.
-hblock 3.5.0 takes about 3.2 s for the compile; the target is at most a third of that, under 300 MB.
+Lists come from ../shared/bench/gen_blocklist.py (1,000,000 lines give 949,211 distinct names). For each
+size it prints:
+- the wall time of a full module run: `python index.py run --only adblock` in a throwaway installation
+  (this checkout's index.py, utils/ and adblock/, a manifest with only adblock, a fresh state directory
+  and output file each run, the list as a file:// source), interpreter start-up and the orchestrator's
+  checks included: median and best of R;
+- the same for `hblock` on the same list, run alternately with ours, when `hblock` is on PATH; otherwise
+  the figure recorded in issue 11 (hblock 3.5.0: 5.78 s at 1,000,000 lines on an idle 2-CPU VM), scaled
+  linearly for other sizes (which leaves out hblock's own start-up, so it flatters hblock at small sizes);
+- memory of one run, sampled every few ms from /proc/<pid>/smaps_rollup over the whole process tree (the
+  orchestrator, the module, the parse helper it may fork): peak PSS summed over the tree (each shared page
+  counted once: what a memory cgroup, systemd MemoryMax=, charges) and peak RSS summed (shared pages
+  counted twice);
+- at the largest size up to 1,000,000 lines: the nightly run where nothing changed, and the default path
+  against the one-process path (a second installation whose parse never forks), first on the machine as
+  it is, then with every CPU kept busy by spinning processes (unless --no-busy).
+The load average is printed before each part: figures taken on a busy machine are slower.
 """
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
-import resource
+import os
+import re
 import runpy
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = ROOT.parent / "shared" / "bench" / "gen_blocklist.py"
-NO_PARALLEL = 1 << 62
+HBLOCK_RECORDED = (1_000_000, 5.78)  # lines, seconds (issue 11: hblock 3.5.0, idle 2-CPU VM)
+runpy.run_path(str(ROOT / "utils" / "bootstrap.py"))["register_package"]()
+from updates.utils.digest import compute_folder_sha256  # noqa: E402
+
+# As on a server: bytecode of the orchestrator is cached; module directories never get any, by design.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-# ---------------------------------------------------------------- worker side (a fresh process per job)
+# ---------------------------------------------------------------- installations and runs
 
-def load_package() -> None:
-    # Module code is imported directly here, so no bytecode may be written (it would land in module dirs).
-    sys.dont_write_bytecode = True
-    runpy.run_path(str(ROOT / "utils" / "bootstrap.py"))["register_package"]()
+def install(target: Path, serial: bool = False) -> Path:
+    """A throwaway installation of this checkout's code; `serial`: its parse never forks a helper."""
+    target.mkdir(parents=True)
+    for name in ("index.py", "__init__.py"):
+        shutil.copy2(ROOT / name, target / name)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "utils", target / "utils", ignore=ignore)
+    shutil.copytree(ROOT / "adblock", target / "adblock", ignore=ignore)
+    if serial:
+        parse = target / "adblock" / "parse.py"
+        text, count = re.subn(r"^PARALLEL_MIN = .*$", "PARALLEL_MIN = 1 << 62", parse.read_text(), flags=re.M)
+        assert count == 1, "PARALLEL_MIN not found in adblock/parse.py"
+        parse.write_text(text)
+    checksum = compute_folder_sha256(target / "adblock")
+    (target / "adblock" / "checksum").write_text(checksum + "\n")
+    entry = {"name": "adblock", "version": "1.0.0", "enabled": True, "checksum": checksum, "timeout": 3600,
+             "args": {"sources": ["SOURCE"], "output": "OUTPUT"}}
+    (target / "manifest.json").write_text(json.dumps({"updates": [entry], "entrypoint": "adblock"}))
+    return target
 
 
-def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024
+def module_argv(app: Path, source: Path, work: Path) -> tuple[list[str], dict[str, str]]:
+    """The command for one module run with a fresh state directory and output file under `work`."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    manifest = json.loads((app / "manifest.json").read_text())
+    manifest["updates"][0]["args"] = {"sources": [f"file://{source}"], "output": str(work / "hosts")}
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    env = {**ENV, "UPDATES_STATE_DIR": str(work / "state"), "UPDATES_LOG_DIR": str(work / "logs")}
+    argv = [sys.executable, str(app / "index.py"), "run", "--manifest", str(work / "manifest.json"),
+            "--only", "adblock", "-q"]
+    return argv, env
 
 
-def compile_once(path: Path, parallel_min: int | None) -> dict[str, Any]:
-    from updates.adblock.lists import Rules, merge
-    from updates.adblock.parse import PARALLEL_MIN, parse_list
-    from updates.adblock.render import Meta, render
+def hblock_argv(source: Path, work: Path) -> tuple[list[str], dict[str, str]]:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "sources.list").write_text(f"file://{source}\n")
+    env = {**ENV, "HOME": str(work), "ETCDIR": str(work), "TMPDIR": str(work)}
+    return ["hblock", "-q", "-S", str(work / "sources.list"), "-O", str(work / "hosts")], env
 
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    # No name holds the bytes: parse_list frees them once decoded, as the module's own call does.
-    threshold = PARALLEL_MIN if parallel_min is None else parallel_min
-    parsed = parse_list(path.read_bytes(), parallel_min=threshold)
-    names = merge([parsed.names], allow=Rules(), deny=Rules())
-    out = render(names, "hosts", Meta([("bench", parsed.stats.names)], 0))
-    wall = time.perf_counter() - start
-    return {"wall": wall, "lines": parsed.stats.lines, "domains": len(names), "bytes": len(out)}
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, timeout=3600)
+    return time.perf_counter() - start
 
 
-def module_run(url: str, workdir: Path) -> dict[str, Any]:
-    from updates.adblock.index import main
-
-    state = workdir / "state"
-    state.mkdir(exist_ok=True)
-    args = {"name": "adblock", "dry_run": False, "state_dir": str(state), "sources": [url],
-            "output": str(workdir / "hosts"), "http_retries": 0}
-    start = time.perf_counter()
-    result = main(args)
-    return {"wall": time.perf_counter() - start, "result": result}
-
-
-def worker(job: str, target: str, workdir: Path, runs: int, parallel: bool) -> None:
-    load_package()
-    if job == "compile":
-        report: dict[str, Any] = {
-            "runs": [compile_once(Path(target), None if parallel else NO_PARALLEL) for _ in range(runs)]
-        }
-    else:
-        report = module_run(target, workdir)
-    report["self_mb"] = peak_rss_mb()
-    report["helper_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
-    print(json.dumps(report))
-
-
-# ---------------------------------------------------------------- sampling side
+# ---------------------------------------------------------------- memory sampling
 
 def _tree(pid: int) -> list[int]:
     pids = [pid]
@@ -116,100 +123,121 @@ def _rss_pss_kb(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def sampled(argv: list[str], *, sample: bool = True) -> tuple[dict[str, Any], float, float]:
-    """Run a worker; its JSON report, and the peaks of summed RSS and summed PSS over its tree (MB).
-    Reading smaps_rollup takes the worker's memory-map lock, so runs that are timed are not sampled."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+def sampled(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Peaks of summed PSS and summed RSS over the run's process tree (MB). Reading smaps_rollup takes each
+    process's memory-map lock and slows it down: runs that are timed are never sampled."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     peak_rss = peak_pss = 0
-    while sample and proc.poll() is None:
+    while proc.poll() is None:
         sums = [_rss_pss_kb(pid) for pid in _tree(proc.pid)]
         peak_rss = max(peak_rss, sum(r for r, _ in sums))
         peak_pss = max(peak_pss, sum(p for _, p in sums))
         time.sleep(0.003)
-    out, _ = proc.communicate()
     if proc.returncode != 0:
-        raise SystemExit(f"worker failed with exit code {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), peak_rss / 1024, peak_pss / 1024
+        raise SystemExit(f"{argv[0]} failed with exit code {proc.returncode}")
+    return peak_pss / 1024, peak_rss / 1024
 
 
-def memory_line(report: dict[str, Any], rss_sum: float, pss_sum: float) -> str:
-    helper = f" + helper {report['helper_mb']:.0f} MB" if report["helper_mb"] else " (no helper)"
-    return (f"peak RSS worker {report['self_mb']:.0f} MB{helper}; at one instant: RSS sum {rss_sum:.0f} MB, "
-            f"PSS sum {pss_sum:.0f} MB")
+# ---------------------------------------------------------------- report
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min), {len(os.sched_getaffinity(0))} CPUs"
 
 
-class _ListServer(http.server.BaseHTTPRequestHandler):
-    body = b""
-    etag = '"v1"'
+def summary(times: list[float]) -> str:
+    return f"median {statistics.median(times):.3f} s (best {min(times):.3f}, {len(times)} runs)"
 
-    def do_GET(self) -> None:
-        if self.headers.get("If-None-Match") == self.etag:
-            self.send_response(304)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("ETag", self.etag)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
 
-    def log_message(self, *args: object) -> None:
-        pass
+def hblock_version() -> str | None:
+    if shutil.which("hblock") is None:
+        return None
+    out = subprocess.run(["hblock", "--version"], capture_output=True, text=True, check=False, timeout=60)
+    return (out.stdout.splitlines() or ["hblock (version unknown)"])[0]
+
+
+def size_report(lines: int, source: Path, app: Path, tmp: Path, *, runs: int, with_hblock: bool) -> None:
+    ours: list[float] = []
+    theirs: list[float] = []
+    for run in range(runs):
+        ours.append(timed(*module_argv(app, source, tmp / f"run-{run}")))
+        if with_hblock:
+            theirs.append(timed(*hblock_argv(source, tmp / f"hblock-{run}")))
+    hosts = (tmp / f"run-{runs - 1}" / "hosts").read_text()
+    names = sum(1 for line in hosts.splitlines() if line.startswith("0.0.0.0 "))
+    print(f"\n{lines:,} lines ({names:,} domains), {load()}")
+    print(f"  module run via index.py: {summary(ours)}")
+    if with_hblock:
+        reference, label = statistics.median(theirs), f"hblock {summary(theirs)}, same list, alternating"
+        hb_names = sum(1 for line in (tmp / f"hblock-{runs - 1}" / "hosts").read_text().splitlines()
+                       if line.startswith("0.0.0.0 ") and "hblock-check" not in line)
+        label += f", {hb_names:,} domains"
+    else:
+        recorded_lines, recorded = HBLOCK_RECORDED
+        reference = recorded * lines / recorded_lines
+        label = (f"hblock {reference:.2f} s recorded" if lines == recorded_lines else
+                 f"hblock about {reference:.2f} s (the recorded {recorded} s at {recorded_lines:,} lines, "
+                 "scaled)")
+    print(f"  {label}: ours is {reference / statistics.median(ours):.2f}x faster")
+    pss, rss = sampled(*module_argv(app, source, tmp / "sampled"))
+    print(f"  memory (one run, sampled): peak PSS of the process tree {pss:.0f} MB, peak RSS sum "
+          f"{rss:.0f} MB ({pss / lines * 1e6:.0f} MB per million lines)")
+
+
+def paths_report(label: str, source: Path, apps: tuple[Path, Path], tmp: Path, runs: int) -> None:
+    app, serial_app = apps
+    default: list[float] = []
+    simple: list[float] = []
+    for run in range(runs):
+        default.append(timed(*module_argv(app, source, tmp / f"default-{run}")))
+        simple.append(timed(*module_argv(serial_app, source, tmp / f"serial-{run}")))
+    ratio = statistics.median(simple) / statistics.median(default)
+    print(f"  {label}: default {summary(default)}; one process {summary(simple)}: default is {ratio:.2f}x "
+          f"the speed of one process")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--worker", nargs=3, metavar=("JOB", "TARGET", "WORKDIR"), help=argparse.SUPPRESS)
-    parser.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-busy", action="store_true", help="skip the run with every CPU kept busy")
     opts = parser.parse_args()
-    if opts.worker:
-        job, target, workdir = opts.worker
-        worker(job, target, Path(workdir), opts.runs, parallel=not opts.serial)
-        return
-    me = [sys.executable, str(Path(__file__).resolve()), "--runs", str(opts.runs)]
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        source = workdir / "blocklist.txt"
-        subprocess.run([sys.executable, str(GENERATOR), str(source), "--lines", str(opts.lines)], check=True)
-        for label, extra in (("two processes", []), ("one process", ["--serial"])):
-            report, _, _ = sampled([*me, *extra, "--worker", "compile", str(source), tmp], sample=False)
-            runs = report["runs"]
-            best = min(runs, key=lambda r: r["wall"])
-            walls = ", ".join(f"{r['wall']:.3f}" for r in runs)
-            print(f"compile, {label}: best {best['wall']:.3f} s wall (runs: {walls}; the first one in a "
-                  f"fresh process, like a nightly run), {best['lines'] / best['wall']:,.0f} lines/s, "
-                  f"{best['domains']:,} domains, {best['bytes'] / 1e6:.1f} MB hosts output")
-            report, rss_sum, pss_sum = sampled([*me[:2], "--runs", "1", *extra, "--worker", "compile",
-                                                str(source), tmp])
-            print(f"  memory (one run, sampled): {memory_line(report, rss_sum, pss_sum)}")
-
-        other = workdir / "other.txt"  # another seed: every name differs, about as many of them
-        argv = [sys.executable, str(GENERATOR), str(other), "--lines", str(opts.lines), "--seed", "8"]
-        subprocess.run(argv, check=True)
-        _ListServer.body = source.read_bytes()
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ListServer)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}/list.txt"
-        lists = [("first run (200, writes the hosts file)", source), ("all sources 304", None),
-                 ("changed list (200, every name replaced)", other)]
-        try:
-            # The sequence twice, in two state dirs: timed without sampling, then sampled.
-            for sample in (False, True):
-                run_dir = workdir / f"module-{sample}"
-                run_dir.mkdir()
-                for label, new_list in lists:
-                    if new_list is not None:
-                        _ListServer.body, _ListServer.etag = new_list.read_bytes(), f'"{new_list.name}"'
-                    report, rss_sum, pss_sum = sampled([*me, "--worker", "module", url, str(run_dir)],
-                                                       sample=sample)
-                    if sample:
-                        print(f"  memory of the {label}: {memory_line(report, rss_sum, pss_sum)}")
-                    else:
-                        print(f"module run, {label}: {report['wall']:.3f} s -> {report['result']}")
-        finally:
-            server.shutdown()
+    version = hblock_version()
+    print(f"hblock: {version}" if version else
+          f"hblock: not on PATH; compared with the figure recorded in issue 11 ({HBLOCK_RECORDED[1]} s at "
+          f"{HBLOCK_RECORDED[0]:,} lines)")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        app = install(tmp / "app")
+        serial_app = install(tmp / "app-serial", serial=True)
+        for lines in opts.sizes:
+            source = tmp / f"list-{lines}.txt"
+            subprocess.run([sys.executable, str(GENERATOR), str(source), "--lines", str(lines)], check=True)
+            work = tmp / f"size-{lines}"
+            size_report(lines, source, app, work, runs=opts.runs, with_hblock=version is not None)
+            if lines > 1_000_000:
+                source.unlink()  # the largest lists weigh 150 MB each
+        paths_size = max([n for n in opts.sizes if n <= 1_000_000] or [min(opts.sizes)])
+        source = tmp / f"list-{paths_size}.txt"
+        argv, env = module_argv(app, source, tmp / "nightly")
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, timeout=3600)
+        nightly = [timed(argv, env) for _ in range(opts.runs)]
+        print(f"\nnightly run at {paths_size:,} lines, the list unchanged since the last run: "
+              f"{summary(nightly)}")
+        print(f"default path (two processes where it pays) against one process, {paths_size:,} lines:")
+        print(f"  ({load()})")
+        paths_report("as the machine is", source, (app, serial_app), tmp / "paths", opts.runs)
+        if not opts.no_busy:
+            spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                        for _ in range(len(os.sched_getaffinity(0)))]
+            try:
+                time.sleep(1)
+                busy = f"{len(spinners)} CPUs kept busy"
+                paths_report(busy, source, (app, serial_app), tmp / "busy", opts.runs)
+            finally:
+                for proc in spinners:
+                    proc.kill()
+                    proc.wait()
 
 
 if __name__ == "__main__":

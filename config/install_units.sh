@@ -37,8 +37,14 @@ action=install
 enable=1
 call_systemctl=1
 
+# A mistake on the command line: exit 2, as the orchestrator does, before anything else is said or done.
+usage_error() {
+    log_error "$* (see --help)"
+    exit 2
+}
+
 need_value() {
-    [ "$2" -ge 2 ] || die "$1 needs a value (see --help)"
+    [ "$2" -ge 2 ] || usage_error "$1 needs a value"
 }
 
 while [ $# -gt 0 ]; do
@@ -51,9 +57,14 @@ while [ $# -gt 0 ]; do
         --dest) need_value "$1" $#; dest=$2; shift 2 ;;
         --systemctl) need_value "$1" $#; systemctl_cmd=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
-        *) die "unknown option: $1 (see --help)" ;;
+        *) usage_error "unknown option: $1" ;;
     esac
 done
+
+case $python in
+    "" | /*) ;;
+    *) usage_error "--python must be an absolute path: $python" ;;
+esac
 
 if [ "$dest" = "$DEFAULT_DEST" ]; then
     require_root "installing units into $DEFAULT_DEST"

@@ -1,13 +1,15 @@
 """Update module `gogs`: upgrade the gogs application directory the way gogs documents it.
 
-Contract: `main(args)` looks up gogs/gogs' latest release (or the pinned `version`). When the installed
-`gogs --version` (`Gogs version 0.14.3`) is older, and the step does not skip a minor version (gogs
-supports one minor at a time from 0.12 on), it downloads `gogs_<version>_linux_<arch>.tar.gz` (or the
-`gogs_v<version>_...` spelling), verifies it against the API digest (0.14.x publishes no checksum file on
-GitHub) or `checksum_sha256.txt`, unpacks it safely into a fresh directory beside the installed one,
-checks the new binary's version, stops the service, copies `custom/`, `data/` and `log/` over, switches by
-rename (the old directory stays as the backup), starts the service and waits for `/healthcheck` to say
-`* Database connection: OK`; on failure the old directory is renamed back and the service restarted.
+Contract: `main(args)` asks the installed gogs its version first (absent and `install_missing` false:
+"not installed", no request), then looks up gogs/gogs' latest release (or the pinned `version`). When
+the installed `gogs --version` (`Gogs version 0.14.3`) is older, and the step does not skip a minor
+version (gogs supports one minor at a time from 0.12 on), it downloads
+`gogs_<version>_linux_<arch>.tar.gz` (or the `gogs_v<version>_...` spelling), verifies it against the
+API digest (0.14.x publishes no checksum file on GitHub) or `checksum_sha256.txt`, unpacks it safely
+into a fresh directory beside the installed one, checks the new binary's version, stops the service,
+copies `custom/`, `data/` and `log/` over, switches by rename (the old directory stays as the backup),
+starts the service and waits for `/healthcheck` to say `* Database connection: OK`; on failure the old
+directory is renamed back and the service restarted (failed copies kept, bounded by `keep_backups`).
 Args are documented in README.md.
 """
 
@@ -31,7 +33,9 @@ from ..utils.release.extract import extract_tree
 from ..utils.release.github import ReleaseError
 from ..utils.release.service import gogs_database_ok
 from ..utils.release.update import (
+    NOT_INSTALLED,
     Context,
+    absent_and_unwanted,
     decide,
     lookup,
     open_context,
@@ -126,10 +130,13 @@ def update(
 ) -> dict[str, object]:
     """Lookup, decision, verified download, safe extraction and the directory switch."""
     common = ctx.common
-    release, version = lookup(ctx, REPO)
+    # What is installed first: gogs absent and not to be installed costs no request at all.
     current = installed_version(
         install_dir / "gogs", PROBE, cwd=install_dir if install_dir.is_dir() else None
     )
+    if absent_and_unwanted(current, common):
+        return {"changed": False, "summary": NOT_INSTALLED}
+    release, version = lookup(ctx, REPO)
     decision = decide(
         "gogs", current, version, install_missing=common.install_missing, pinned=bool(common.version)
     )
@@ -169,7 +176,7 @@ def update(
     ):
         new_dir = Path(tempfile.mkdtemp(dir=parent, prefix=staging))
         try:
-            extract_tree(archive, "gogs", new_dir)
+            extract_tree(archive, "gogs", new_dir, label=f"{asset.name} (release {version})")
             install_directory(plan, new_dir, version, current, journal=journal)
         finally:
             if new_dir.exists():

@@ -119,3 +119,49 @@ def cut_short_server(body: bytes, sent: list[int]) -> Iterator[str]:
     finally:
         listener.close()
         thread.join(timeout=10)
+
+
+UPSTREAM_A = "192.0.2.53"
+UPSTREAM_AAAA = "2001:db8::53"
+
+
+def _answer(query: bytes) -> bytes:
+    """A reply to a DNS query: every A name is UPSTREAM_A, every AAAA name UPSTREAM_AAAA, other types empty."""
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    qtype = struct.unpack("!H", query[end + 1 : end + 3])[0]
+    question = query[12 : end + 5]
+    rdata = {1: socket.inet_aton(UPSTREAM_A), 28: socket.inet_pton(socket.AF_INET6, UPSTREAM_AAAA)}.get(qtype)
+    head = query[:2] + struct.pack("!HHHHH", 0x8180, 1, 1 if rdata else 0, 0, 0)
+    answer = b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 60, len(rdata)) + rdata if rdata else b""
+    return head + question + answer
+
+
+@contextmanager
+def upstream_dns() -> Iterator[int]:
+    """A DNS server on 127.0.0.1 (UDP, a free port) that answers every name (see _answer): the "normal
+    resolution" a resolver forwards to. Yields its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                query, peer = sock.recvfrom(4096)
+                sock.sendto(_answer(query), peer)
+            except (TimeoutError, IndexError, struct.error):
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        sock.close()

@@ -99,7 +99,7 @@ class Repo:
 
     @property
     def paths(self) -> Paths:
-        return Paths.create(self.root, environ={})
+        return Paths.create(self.root, environ={"UPDATES_STATE_DIR": str(self.root / "state")})
 
     @property
     def module_dir(self) -> Path:

@@ -2,7 +2,8 @@
 and the download host on a second one (`127.0.0.1`). An asset's API URL answers `Accept:
 application/octet-stream` with a 302 to the download host, like GitHub does, so a token sent to the API
 host is visibly not forwarded. Every request is recorded (`seen`); faults are set per test: API 500s,
-rate limiting, and per-asset download faults ("500", "html", "truncate").
+rate limiting (403 with the reset time, or 429 with `Retry-After`), per-asset download faults ("500",
+"html", "truncate") and redirects of an asset to another URL (a signed one, say).
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ class FakeGitHub:
         self.rate_limited_until: int | None = None  # epoch seconds of x-ratelimit-reset
         self.api_failures = 0  # answer this many API requests with 500 first
         self.dl_faults: dict[str, list[str]] = {}  # asset name -> faults to apply, one per request
+        self.redirects: dict[str, str] = {}  # asset name -> where its API URL redirects instead (signed URLs)
+        self.retry_after: str | None = None  # answer every API request 429 with this Retry-After
         api.expect_request(re.compile("^/.*")).respond_with_handler(self._api)
         dl.expect_request(re.compile("^/.*")).respond_with_handler(self._dl)
 
@@ -110,6 +113,9 @@ class FakeGitHub:
             self.api_failures -= 1
             return Response("upstream error", status=500)
         limit = {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "59", "x-ratelimit-reset": "1900000000"}
+        if self.retry_after is not None:
+            return Response(json.dumps({"message": "You have exceeded a secondary rate limit"}), status=429,
+                            headers={"Retry-After": self.retry_after}, content_type="application/json")
         if self.rate_limited_until is not None:
             limit.update({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(self.rate_limited_until)})
             return Response(json.dumps({"message": "API rate limit exceeded"}), status=403, headers=limit,
@@ -125,7 +131,8 @@ class FakeGitHub:
                 return Response('{"message": "Not Found"}', status=404)
             if request.headers.get("Accept") != "application/octet-stream":
                 return Response(json.dumps(self._asset_json(repo, asset)), content_type="application/json")
-            return Response(status=302, headers={"Location": self.dl.url_for(f"/objects/{asset.id}/{asset.name}")})
+            where = self.redirects.get(asset.name) or self.dl.url_for(f"/objects/{asset.id}/{asset.name}")
+            return Response(status=302, headers={"Location": where})
         if which is None:
             data: Any = [self._release_json(repo, r) for r in reversed(releases)]
         else:

@@ -5,7 +5,9 @@
   serves the tool's health endpoint (and `/version`) on 127.0.0.1.
 - `tar_gz(entries)` and `*_archive(...)`: real release tarballs with the real upstream layouts.
 - `ServiceRig`: a service-manager test double (a script taking `is-active --quiet|start|stop UNIT`) that
-  really starts and stops the service process via pid files in the test's tmp dir and logs every call.
+  really starts and stops the service process via pid files in the test's tmp dir and logs every call. It
+  answers with systemctl's documented exit codes: is-active 0 running, 3 stopped, 4 no such unit (a unit
+  never `add`ed); start/stop 5 for no such unit; a `<unit>.stop-fails` file makes `stop` fail (exit 1).
 - `FakeGitHub` (from `release_github_support`): the GitHub API and a separate download host.
 - the `github` and `services` fixtures, `module_args`, `install_script` and `snapshot`.
 """
@@ -185,6 +187,13 @@ args = [a for a in sys.argv[1:] if a != "--quiet"]
 with open(os.path.join(HERE, "calls.log"), "a") as fh:
     fh.write(" ".join(args) + "\n")
 verb, unit = args
+if not os.path.exists(os.path.join(HERE, unit + ".json")):
+    # systemctl's documented codes: is-active 4 "no such unit"; start/stop 5 "not installed" (LSB).
+    print(f"Unit {{unit}}.service could not be found.", file=sys.stderr)
+    sys.exit(4 if verb == "is-active" else 5)
+if verb == "stop" and os.path.exists(os.path.join(HERE, unit + ".stop-fails")):
+    print(f"Job for {{unit}}.service canceled.", file=sys.stderr)
+    sys.exit(1)
 if verb == "is-active":
     sys.exit(0 if pid_of(unit) else 3)
 if verb == "stop":

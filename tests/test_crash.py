@@ -26,7 +26,8 @@ def _digest(directory: Path) -> str:
 
 def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPDATES_")}
-    return {**env, "UPDATES_STATE_DIR": str(root / "state")}
+    # The timer's lock too: this machine's /var/lib/updates must not decide the test (see conftest.py).
+    return {**env, "UPDATES_STATE_DIR": str(root / "state"), "UPDATES_TIMER_STATE_DIR": str(root / "timer-state")}
 
 
 def _report(name: str, kills: int, violations: list[str]) -> None:

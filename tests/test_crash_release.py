@@ -48,7 +48,7 @@ def _report(name: str, kills: int, violations: list[str]) -> None:
 
 def _env(work: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPDATES_")}
-    return {**env, "UPDATES_STATE_DIR": str(work / "state")}
+    return {**env, "UPDATES_STATE_DIR": str(work / "state"), "UPDATES_TIMER_STATE_DIR": str(work / "timer-state")}
 
 
 def _template(dest: Path, module: str) -> None:

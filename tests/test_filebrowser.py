@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,108 @@ def test_dry_run_touches_nothing(
     }
     assert snapshot(tmp_path / "bin", tmp_path / "var", tmp_path / "state") == before
     assert services.calls() == [] and services.pid("filebrowser") == pid
+
+
+# --- quiet when there is nothing to do, loud when something is wrong (issue 12) -------------------------
+
+
+def test_absent_tool_costs_no_request_and_works_offline(tmp_path: Path) -> None:
+    """install_missing false and no binary: "not installed" and success, without asking GitHub; the API
+    here is a closed loopback port, so any request would fail the run."""
+    from release_support import free_port
+
+    args = {
+        "name": "filebrowser", "dry_run": False, "state_dir": str(tmp_path / "state"),
+        "api_url": f"http://127.0.0.1:{free_port()}", "binary_path": str(tmp_path / "bin" / "filebrowser"),
+        "service_command": ["/bin/false"], "http_backoff": 0,
+    }
+    assert main(args) == {"changed": False, "summary": "not installed (set install_missing to install it)"}
+    assert not (tmp_path / "state" / "github").exists()
+
+
+def test_misnamed_service_fails_before_anything_changes(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    from updates.utils.release.service import ServiceError
+
+    publish(github, "2.63.23")
+    before = snapshot(tmp_path / "bin", tmp_path / "var", dir_mtimes=False)
+    with pytest.raises(ServiceError) as raised:
+        main({**setup["args"], "service": "filebrowsr"})
+    assert str(raised.value) == (
+        f"no service unit named 'filebrowsr' (`{services.command[0]} is-active --quiet filebrowsr` answered "
+        'exit code 4); fix the module\'s service arg, or set it to "" when the tool runs without a service'
+    )
+    assert snapshot(tmp_path / "bin", tmp_path / "var", dir_mtimes=False) == before
+    assert services.running_version("filebrowser") == "2.63.22"
+    assert services.calls() == ["is-active filebrowsr"]
+
+
+def test_service_command_that_cannot_answer_fails_before_anything_changes(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    """A service command that does not know `is-active --quiet` (exit 1) is not taken for "stopped"."""
+    from updates.utils.release.service import ServiceError
+
+    ctl = install_script(tmp_path / "rc-service", b"#!/bin/sh\necho \"rc-service: unknown option $1\" >&2\nexit 1\n")
+    publish(github, "2.63.23")
+    before = snapshot(tmp_path / "bin", tmp_path / "var", dir_mtimes=False)
+    with pytest.raises(ServiceError, match=r"cannot tell whether the service filebrowser runs: .* exit code 1 "
+                       r"\(rc-service: unknown option is-active\); service_command must understand"):
+        main({**setup["args"], "service_command": [str(ctl)]})
+    assert snapshot(tmp_path / "bin", tmp_path / "var", dir_mtimes=False) == before
+    assert services.running_version("filebrowser") == "2.63.22"
+
+
+def test_a_broken_new_binary_is_named_by_its_asset_not_a_temp_file(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    publish(github, "2.63.23", version_exit=127)
+    with pytest.raises(InstallError) as raised:
+        main(setup["args"])
+    assert str(raised.value) == (
+        f"the new filebrowser 2.63.23 (from {ASSET}): version check failed: `version` exit code 127: "
+        "error while loading shared libraries: libfoo.so.1"
+    )
+    assert setup["binary"].read_bytes() == tool_script("filebrowser", "2.63.22")
+
+
+def test_signed_download_url_never_reaches_a_message_or_the_log(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from release_support import free_port
+
+    publish(github, "2.63.23")
+    port = free_port()  # nothing listens there: connection refused
+    github.redirects[ASSET] = f"http://127.0.0.1:{port}/objects/1/{ASSET}?sig=s3cr3tSIG&exp=1900000000"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DownloadError) as raised:
+        main({**setup["args"], "http_retries": 1})
+    assert str(raised.value) == f"cannot download {ASSET}: cannot reach 127.0.0.1:{port}: connection refused"
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # no urllib3 text chained
+    assert "s3cr3tSIG" not in caplog.text and "exp=1900000000" not in caplog.text
+    assert f"127.0.0.1:{port}/objects/1/{ASSET}" in caplog.text  # the detail is logged, scrubbed
+    assert setup["binary"].read_bytes() == tool_script("filebrowser", "2.63.22")
+
+
+def test_rejected_token_names_its_variable(
+    httpserver: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from updates.utils.release.github import ReleaseError
+
+    httpserver.expect_request("/repos/filebrowser/filebrowser/releases/latest").respond_with_json(
+        {"message": "Bad credentials"}, status=401
+    )
+    install_script(tmp_path / "bin" / "filebrowser", tool_script("filebrowser", "2.63.22"))
+    monkeypatch.setenv("FILEBROWSER_GH_TOKEN", "expired")
+    args = {
+        "name": "filebrowser", "dry_run": False, "state_dir": str(tmp_path / "state"),
+        "api_url": httpserver.url_for("").rstrip("/"), "binary_path": str(tmp_path / "bin" / "filebrowser"),
+        "token_env": "FILEBROWSER_GH_TOKEN", "service": "", "http_backoff": 0,
+    }
+    with pytest.raises(ReleaseError) as raised:
+        main(args)
+    assert str(raised.value) == (
+        "the GitHub API rejected the token in $FILEBROWSER_GH_TOKEN (HTTP 401); replace it, or unset "
+        "FILEBROWSER_GH_TOKEN to ask anonymously"
+    )

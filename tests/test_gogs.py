@@ -173,8 +173,9 @@ def test_fresh_install_when_allowed(github: FakeGitHub, tmp_path: Path) -> None:
     args = module_args(
         github, tmp_path, "gogs", install_dir=str(install_dir), arch="x86_64", service_command=["/bin/false"]
     )
-    assert main(args)["summary"] == "not installed; set install_missing to install 0.14.3"
+    assert main(args)["summary"] == "not installed (set install_missing to install it)"
     assert list(install_dir.parent.iterdir()) == []
+    assert github.seen == []  # absent and not to be installed: not one request
     assert main({**args, "install_missing": True}) == {"changed": True, "summary": "installed 0.14.3"}
     assert sorted(p.name for p in install_dir.iterdir()) == ["LICENSE", "README.md", "gogs", "scripts"]
 
@@ -255,3 +256,48 @@ def test_not_enough_space_for_the_copies_is_refused_before_the_service_stops(
     huge.unlink()  # (too big for the snapshot's byte comparison)
     assert snapshot(tmp_path / "home", dir_mtimes=False) == before
     assert services.pid("gogs") == pid and services.calls() == []
+
+
+def test_failed_copies_are_kept_to_a_bounded_number(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    """Each failed attempt keeps its new directory (with a copy of data/) for diagnosis; a release that
+    fails every night must not add one per night forever: the newest keep_backups stay."""
+    publish(github, "0.14.3", health="bad")
+    install_dir = setup["dir"]
+    kept: list[list[str]] = []
+    for _night in range(4):
+        with pytest.raises(InstallError, match="rolled back"):
+            main({**setup["args"], "keep_backups": 2, "health_timeout": 0.5})
+        kept.append(sorted(p.name for p in install_dir.parent.iterdir() if p.name.startswith("gogs-failed-")))
+    assert [len(names) for names in kept] == [1, 2, 2, 2]
+    assert kept[3][0] not in kept[0]  # the oldest went, not the newest
+    assert install_dir.stat().st_ino == setup["inode"] and services.running_version("gogs") == "0.13.4"
+
+
+def test_a_service_that_cannot_be_stopped_changes_nothing_and_says_so(
+    github: FakeGitHub, tmp_path: Path, services: ServiceRig, setup: dict[str, Any]
+) -> None:
+    publish(github, "0.14.3")
+    (services.root / "gogs.stop-fails").touch()
+    pid = services.pid("gogs")
+    before = snapshot(tmp_path / "home", dir_mtimes=False)
+    with pytest.raises(InstallError) as raised:
+        main(setup["args"])
+    assert str(raised.value) == (
+        f"cannot stop gogs for the upgrade ({services.command[0]} stop gogs: exit code 1: Job for gogs.service "
+        "canceled.); nothing changed, gogs 0.13.4 is still installed"
+    )
+    assert snapshot(tmp_path / "home", dir_mtimes=False) == before
+    assert services.pid("gogs") == pid and services.running_version("gogs") == "0.13.4"
+
+
+def test_an_absent_gogs_costs_no_request(tmp_path: Path) -> None:
+    from release_support import free_port
+
+    args = {
+        "name": "gogs", "dry_run": False, "state_dir": str(tmp_path / "state"),
+        "api_url": f"http://127.0.0.1:{free_port()}", "install_dir": str(tmp_path / "home" / "git" / "gogs"),
+        "http_backoff": 0,
+    }
+    assert main(args) == {"changed": False, "summary": "not installed (set install_missing to install it)"}

@@ -74,3 +74,35 @@ def test_token_needs_an_origin():
 def test_origin_makes_default_ports_explicit():
     assert origin("https://API.github.com/repos") == ("https", "api.github.com", 443)
     assert origin("http://localhost:8080/") == ("http", "localhost", 8080)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Retry-After": "1800"},  # a secondary rate limit: "come back in 30 minutes"
+    {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 1800)},
+])
+def test_a_long_wait_is_not_waited_for(httpserver: HTTPServer, headers: dict[str, str]):
+    """A 429 asking for a wait above MAX_RETRY_AFTER comes back at once, after one request: retrying
+    within this run cannot succeed, and capped waits would cost minutes per module."""
+    httpserver.expect_request("/limited").respond_with_response(Response("slow down", status=429, headers=headers))
+    started = time.monotonic()
+    response = make_session(retries=3, backoff=0).get(httpserver.url_for("/limited"))
+    assert response.status_code == 429
+    assert time.monotonic() - started < 5
+    assert len(httpserver.log) == 1
+
+
+def test_a_short_retry_after_is_still_honoured(httpserver: HTTPServer):
+    httpserver.expect_ordered_request("/busy").respond_with_response(
+        Response(status=429, headers={"Retry-After": "1"}))
+    httpserver.expect_ordered_request("/busy").respond_with_data("fine")
+    assert make_session(backoff=0).get(httpserver.url_for("/busy")).text == "fine"
+    assert len(httpserver.log) == 2
+
+
+def test_scrubbing_removes_queries_and_credentials():
+    from updates.utils.http import scrub_text, scrub_url
+
+    url = "https://user:tok@objects.githubusercontent.com:8443/a/b.tar.gz?sig=abc&exp=1#frag"
+    assert scrub_url(url) == "https://objects.githubusercontent.com:8443/a/b.tar.gz"
+    text = f"HTTPSConnectionPool(host='x', port=443): Max retries exceeded with url: /a?sig=abc&exp=1 (Caused by {url})"
+    assert "abc" not in scrub_text(text) and "tok" not in scrub_text(text)

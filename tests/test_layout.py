@@ -24,7 +24,8 @@ ALLOWED = {
     "release": {"release", "helpers"},
     "vcs": {"vcs", "helpers"},
     "report": {"report", "helpers"},
-    "orchestrator": {"orchestrator", "helpers", "report"},
+    # `pull` and the signed-code gate of `run` need git: the orchestrator may use vcs, never release.
+    "orchestrator": {"orchestrator", "helpers", "report", "vcs"},
     "facade": {"facade", "helpers", *SUBSYSTEMS},
 }
 MODULE_ALLOWED = {"helpers", "release", "facade"}

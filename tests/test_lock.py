@@ -70,10 +70,10 @@ def test_a_link_planted_at_the_lock_is_refused_and_its_target_untouched(tmp_path
 def test_the_command_line_refuses_a_planted_lock_link_with_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
     root = tmp_path / "root"
     root.mkdir()
-    state = make_state(root)  # the default state directory of a root without UPDATES_STATE_DIR
+    state = make_state(root)
+    monkeypatch.setenv("UPDATES_STATE_DIR", str(state))  # the default state directory of a root without UPDATES_STATE_DIR
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious bytes\n")
     (state / "updates.lock").symlink_to(victim)
@@ -213,10 +213,10 @@ def test_a_helper_outliving_a_killed_holder_does_not_keep_the_next_run_out(tmp_p
 def test_a_state_directory_another_user_owns_is_refused_before_the_log_file_is_opened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
     root = tmp_path / "root"
     root.mkdir()
     state = make_state(root)
+    monkeypatch.setenv("UPDATES_STATE_DIR", str(state))
     os.chown(state, OTHER_UID, OTHER_UID)
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious bytes\n")

@@ -24,7 +24,7 @@ def _in_tmp(tmp_path, monkeypatch):
 
 
 def paths_for(root):
-    return Paths.create(root, environ={})
+    return Paths.create(root, environ={"UPDATES_STATE_DIR": f"{root}/state"})
 
 
 def error_of(root) -> str:

@@ -460,7 +460,8 @@ def check(
         assert len(lines) == 1, f"{label}: stderr is not one line:\n{err}"
         assert lines[0].startswith("error: manifest.json: "), f"{label}\n{err}"
         if json_stdout:  # `--json` keeps `| jq` pipelines parsing: the same line as a JSON object
-            assert json.loads(out) == {"ok": False, "error": lines[0][7:], "exit_code": 2}, label
+            report = json.loads(out)  # the run report's shape (config/schemas/run-report.schema.json)
+            assert (report["ok"], report["error"], report["exit_code"]) == (False, lines[0][7:], 2), label
         else:
             assert out == "", f"{label}: stdout: {out}"
     if case.place is not None:

@@ -307,7 +307,10 @@ def test_steps_are_reported_in_order(repo: Repo) -> None:
 
 
 def test_the_restored_module_passes_verification_and_runs(repo: Repo) -> None:
+    assert repo.run_orchestrator("run", "--only", MODULE).returncode == 0
+    assert repo.entry()["lastApplied"] is not None  # the newer version's run
     assert rollback_module(MODULE, "1.0.0", paths=repo.paths)
+    assert repo.entry()["lastApplied"] is None  # the restored version has not been applied yet
     verify = repo.run_orchestrator("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     run = repo.run_orchestrator("run", "--only", MODULE)
@@ -357,7 +360,7 @@ def test_from_python_in_the_parent_directory_of_an_install_named_updates(repo: R
         "from updates.utils import rollback_to_last_safe\n"
         "sys.exit(0 if rollback_to_last_safe('demo') else 1)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "UPDATES_STATE_DIR"}
+    env = {**os.environ, "UPDATES_STATE_DIR": str(repo.paths.state)}
     done = subprocess.run(
         [sys.executable, "-B", "-c", code],
         cwd=repo.root.parent,

@@ -22,7 +22,7 @@ from updates.utils.rollback import main
 
 
 def cli(repo: Repo, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "UPDATES_STATE_DIR"}
+    base = {**os.environ, "UPDATES_STATE_DIR": str(repo.paths.state)}
     return subprocess.run(
         [sys.executable, "utils/rollback.py", *args],
         cwd=repo.root,
@@ -48,7 +48,7 @@ def test_list_prints_versions_newest_first_with_notes(repo: Repo) -> None:
     done = cli(repo, "list", MODULE)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["VERSION", "DATE", "(UTC)", "TAG", "COMMIT", "NOTE"]
+    assert lines[0].split() == ["VERSION", "DATE", "(UTC)", "TAG", "COMMIT", "SIGNED", "NOTE"]
     assert [line.split()[0] for line in lines[1:]] == ["2.0.0-rc.1", "1.1.0", "1.0.0"]
     assert lines[1].endswith("current") and lines[2].endswith("last safe")
     assert "demo_mirror" not in done.stdout and "broken" not in done.stdout

@@ -87,3 +87,17 @@ def test_the_same_state_directory_is_locked_once(repo: Repo) -> None:
     repo.paths.state.mkdir(parents=True, exist_ok=True)
     repo.paths.lock.write_text("")
     assert rollback_module(MODULE, "1.0.0", paths=repo.paths, timer_state=repo.paths.state) is True
+
+
+def test_the_timer_state_can_be_named_by_the_environment(
+    repo: Repo, timer_state: Path, timer_run: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A timer whose drop-in moved its state: UPDATES_TIMER_STATE_DIR names it, for the API and the CLI.
+    monkeypatch.setenv("UPDATES_TIMER_STATE_DIR", str(timer_state))
+    manifest = (repo.root / "manifest.json").read_bytes()
+    assert rollback_module(MODULE, "1.0.0", paths=repo.paths) is False
+    done = subprocess.run([sys.executable, "utils/rollback.py", "rollback", MODULE, "--to", "1.0.0"],
+                          cwd=repo.root, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 75, done.stderr
+    assert f"a run of the timer holds the lock {timer_state / 'updates.lock'}" in done.stderr
+    assert (repo.root / "manifest.json").read_bytes() == manifest

@@ -148,9 +148,9 @@ def test_a_missing_or_non_regular_executable_is_refused_as_root(tmp_path: Path) 
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     directory = tmp_path / "root"
+    monkeypatch.setenv("UPDATES_STATE_DIR", str(directory / "state"))
     directory.mkdir()
     return directory
 

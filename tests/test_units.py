@@ -138,7 +138,11 @@ def test_rendered_units_have_the_real_paths(install: dict[str, Path]) -> None:
     assert values(service, "ExecStart") == [f"{install['python']} {install['root']}/index.py run"]
     assert values(service, "WorkingDirectory") == [str(install["root"])]
     assert values(service, "StateDirectory") == ["updates"]
-    assert "UPDATES_STATE_DIR=/var/lib/updates" in values(service, "Environment")
+    assert values(service, "LogsDirectory") == ["updates"]
+    # root's defaults are the unit's directories: a hand run without any export reads the same state.
+    assert not [v for v in values(service, "Environment") if v.startswith(("UPDATES_STATE_DIR=", "UPDATES_LOG_DIR="))]
+    # The GitHub token comes from a root-only file, when there is one.
+    assert values(service, "EnvironmentFile") == ["-/etc/updates/github.env"]
     assert values(service, "TimeoutStartSec") == ["2h"]
     assert values(service, "SuccessExitStatus") == ["75"]
     assert values(service, "Nice") == ["10"]
@@ -223,17 +227,19 @@ def test_a_failing_systemctl_fails_the_install(install: dict[str, Path]) -> None
 
 
 @pytest.mark.parametrize(
-    ("setup", "args", "message"),
+    ("setup", "args", "message", "code"),
     [
-        ("no-index", [], "index.py not found"),
-        ("no-python", [], "is not an executable file: run ./setup_venv.sh"),
-        ("space", [], "may contain only letters, digits"),
-        (None, ["--bogus"], "unknown option: --bogus"),
-        (None, ["--python"], "--python needs a value"),
-        (None, ["--python", "relative/python"], "must be an absolute path"),
+        ("no-index", [], "index.py not found", 1),
+        ("no-python", [], "is not an executable file: run ./setup_venv.sh", 1),
+        ("space", [], "may contain only letters, digits", 1),
+        (None, ["--bogus"], "unknown option: --bogus", 2),
+        (None, ["--python"], "--python needs a value", 2),
+        (None, ["--python", "relative/python"], "must be an absolute path", 2),
     ],
 )
-def test_refusals(install: dict[str, Path], tmp_path: Path, setup: str | None, args: list[str], message: str) -> None:
+def test_refusals(
+    install: dict[str, Path], tmp_path: Path, setup: str | None, args: list[str], *, message: str, code: int
+) -> None:
     if setup == "no-index":
         (install["root"] / "index.py").unlink()
     elif setup == "no-python":
@@ -243,10 +249,20 @@ def test_refusals(install: dict[str, Path], tmp_path: Path, setup: str | None, a
         install["root"].rename(spaced)
         install["root"] = spaced
     result = installer(install, *args)
-    assert result.returncode == 1
+    assert result.returncode == code  # 2: a usage error, as index.py gives
     assert message in result.stderr
     assert not install["dest"].exists() or list(install["dest"].iterdir()) == []
     assert calls(install) == []
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--python", "relative/python"], ["--root"]])
+def test_a_usage_error_is_the_only_thing_said(tmp_path: Path, args: list[str]) -> None:
+    # With the real systemctl and no systemd running (a container), the warning about systemd must not come
+    # before the mistake on the command line: one line, exit 2, nothing written.
+    result = run(["bash", str(INSTALLER), *args], env={"UPDATES_UNIT_DIR": str(tmp_path / "units")})
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+    assert not (tmp_path / "units").exists()
 
 
 def test_help() -> None:
@@ -279,6 +295,24 @@ def test_cron_example_is_well_formed() -> None:
     for shell in ("/bin/sh", "bash"):
         result = run([shell, "-n", "-c", command])
         assert result.returncode == 0, (shell, result.stderr)
+
+
+@pytest.mark.parametrize("content", ["GITHUB_TOKEN=ghp_secret\n", "# a comment\nGITHUB_TOKEN=ghp_secret\n", None])
+def test_cron_reads_the_token_file_without_running_it(tmp_path: Path, content: str | None) -> None:
+    (command,) = [line.split(None, 6)[6] for line in (CONFIG / "updates.cron").read_text().splitlines()
+                  if line[:1].isdigit()]  # fmt: skip
+    token_file = tmp_path / "github.env"
+    if content is not None:
+        token_file.write_text(content + "touch " + str(tmp_path / "ran") + "\n")
+    # The same line, with the token file here and a command that shows what the run would get.
+    line = command.replace("/etc/updates/github.env", str(token_file)).replace("sleep $(", "true $(")
+    start = line.index("GITHUB_TOKEN=")
+    line = line[:start] + line[start:line.index(" nice ")] + " env"
+    result = run(["/bin/sh", "-c", line])
+    assert result.returncode == 0, result.stderr
+    tokens = [v for v in result.stdout.splitlines() if v.startswith("GITHUB_TOKEN=")]
+    assert tokens == (["GITHUB_TOKEN=ghp_secret"] if content else ["GITHUB_TOKEN="])
+    assert not (tmp_path / "ran").exists()  # read, never sourced
 
 
 def test_the_start_guard_is_above_the_shipped_modules_own_timeouts() -> None:

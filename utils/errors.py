@@ -28,9 +28,17 @@ class ManifestError(UpdatesError):
 
 
 class LockHeld(UpdatesError):
-    """Another run (or a rollback) holds the run lock."""
+    """Another run (or a rollback) holds the run lock: `pid` (None when unknown) since `since` (epoch seconds,
+    the time the holder took it, or None)."""
 
     exit_code = 75
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, pid: int | None = None, since: float | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.pid = pid
+        self.since = since
 
 
 class ChecksumError(UpdatesError):

@@ -8,6 +8,9 @@ stale lock behind.
   missing and, when root runs, refused (`UnsafePermissions`, exit 2) when it or a directory above it belongs
   to another user or can be written by group or others (root's sticky directories like /tmp excepted), as
   `utils.permissions.check_state_dir` finds.
+- `lock_holder(lock)` tells, without taking or creating anything (for `status`), which process holds the
+  lock and since when: `/proc/locks` names the holder of the file's flock; the file's mtime is when it
+  took it (the holder rewrites the file then). `LockHeld` carries the same `pid` and `since`.
 - The lock file is opened without following a link and must be a regular file with a single name; a link,
   a FIFO, a device or a hard link at its place is refused with `UnsafePermissions` and left untouched.
 - A held lock belongs to the process that took it, not to its forks: a child made by `os.fork()` (adblock's
@@ -94,9 +97,13 @@ def _flock_or_raise(fd: int, message: str) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        # The holder truncates and rewrites the file as it takes the lock: its mtime is since when.
+        since = os.fstat(fd).st_mtime if holder.isdigit() else None
         raise LockHeld(
             f"{message} (pid {holder})",
             hint="wait for it to finish; the lock is released when that process exits",
+            pid=int(holder) if holder.isdigit() else None,
+            since=since,
         ) from None
 
 
@@ -126,6 +133,31 @@ def _open_lock(lock: Path, flags: int) -> int:
             hint="remove it, and find out who could write to the state directory",
         )
     return fd
+
+
+def lock_holder(lock: Path, proc_locks: Path = Path("/proc/locks")) -> tuple[int, float] | None:
+    """(pid, since) of the process holding `lock`, or None when no one holds it (or it cannot be told)."""
+    try:
+        st = os.lstat(lock)
+        table = proc_locks.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    for line in table.splitlines():
+        fields = line.split()
+        # `1: FLOCK  ADVISORY  WRITE 1234 fe:00:2146545 0 EOF`; a blocked waiter's line reads `1: -> FLOCK`
+        if len(fields) < 6 or fields[1] != "FLOCK" or not fields[4].isdigit():
+            continue
+        major, minor, inode = [*fields[5].split(":"), "", "", ""][:3]
+        try:
+            same = int(inode) == st.st_ino and (int(major, 16), int(minor, 16)) == (
+                os.major(st.st_dev), os.minor(st.st_dev))
+        except ValueError:
+            continue
+        if same:
+            return int(fields[4]), st.st_mtime
+    return None
 
 
 @contextlib.contextmanager

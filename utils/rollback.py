@@ -9,7 +9,10 @@ Contract (DESIGN.md, "Rollback"):
   Rollback does not commit: the operator decides what git records.
 - Every function takes `paths` (default: this installation) and `git` (default: `git` on PATH in the root);
   rollback and mark-safe also take the timer's lock (`timer_state`, default /var/lib/updates) when it is
-  another existing file, so a hand-run rollback without `UPDATES_STATE_DIR` never races the nightly run.
+  another existing file, so a hand-run rollback with another `UPDATES_STATE_DIR` never races the nightly
+  run. On the command line, rollback and mark-safe first move the state an earlier version left in
+  `<root>/state` (utils/state_move.py), so the lock and the backup are in the one state directory;
+  `list` creates nothing.
 - Command line: `list NAME [--json]`, `tag NAME [--version V] [--push]`, `rollback NAME [--to VERSION]
   [--force]`, `mark-safe NAME`. Exit 0 on success, 1 when refused or failed (one line on stderr saying
   why; for an unexpected error, where its traceback was logged), 2 for usage or manifest errors, 75 when
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -42,6 +46,7 @@ from .manifest import load_manifest
 from .paths import Paths
 from .report.history import append_recovery
 from .report.views import table
+from .state_move import move_legacy_state_or_refuse
 from .vcs.git import Git
 from .vcs.operations import (
     STEPS,
@@ -53,7 +58,9 @@ from .vcs.operations import (
     perform_rollback,
     push_tag,
     set_last_safe,
+    tag_signatures,
 )
+from .vcs.signing import Signature
 
 __all__ = [
     "STEPS",
@@ -76,19 +83,24 @@ def tag_module(
     paths: Paths | None = None,
     git: Git | None = None,
     now: datetime | None = None,
+    sign: bool = False,
 ) -> str:
-    """Tag HEAD for module `name` at `version` (default: the manifest's) and return the tag name."""
+    """Tag HEAD for module `name` at `version` (default: the manifest's) and return the tag name; `sign`
+    makes it a signed tag with the operator's git signing key."""
     paths, git = context(paths, git)
-    return create_tag(name, version, paths=paths, git=git, now=now)
+    return create_tag(name, version, paths=paths, git=git, now=now, sign=sign)
 
 
 def list_available_versions(
     name: str, *, paths: Paths | None = None, git: Git | None = None
 ) -> list[dict[str, Any]]:
-    """The module's tagged versions, newest first: dicts with `version`, `timestamp`, `tag`, `commit`."""
+    """The module's tagged versions, newest first: dicts with `version`, `timestamp`, `tag`, `commit`,
+    `signed` (True/False; None when signing is off) and `signer` (the allowed principal, or None)."""
     paths, git = context(paths, git)
     git.prefix()  # refuses outside a work tree with a clear message
-    return [t.as_dict() for t in module_tags(name, git)]
+    tags = module_tags(name, git)
+    signatures = tag_signatures(tags, paths=paths, git=git)
+    return [{**t.as_dict(), **_signed(signatures[t.tag])} for t in tags]
 
 
 def _attempt(what: str, action: Callable[[], object]) -> bool:
@@ -107,6 +119,15 @@ def _attempt(what: str, action: Callable[[], object]) -> bool:
         log.error("%s failed unexpectedly: %s: %s", what, type(exc).__name__, exc, exc_info=True)
         return False
     return True
+
+
+def timer_state_dir(timer_state: Path | None = TIMER_STATE_DIR) -> Path | None:
+    """The timer's state directory: `UPDATES_TIMER_STATE_DIR` when set (a timer whose drop-in moved its
+    state; the test suite, which must not meet this machine's timer), else the unit's /var/lib/updates. A
+    directory the caller names itself is kept."""
+    if timer_state is not TIMER_STATE_DIR:
+        return timer_state
+    return Path(os.environ.get("UPDATES_TIMER_STATE_DIR") or TIMER_STATE_DIR)
 
 
 def recorder(paths: Paths) -> Callable[[list[Recovered]], None]:
@@ -140,7 +161,7 @@ def rollback_module(
             paths=paths,
             git=git,
             on_step=_on_step,
-            timer_state=timer_state,
+            timer_state=timer_state_dir(timer_state),
             on_recovered=recorder(paths),
         ),
     )
@@ -164,7 +185,7 @@ def rollback_to_last_safe(
             force=force,
             paths=paths,
             git=git,
-            timer_state=timer_state,
+            timer_state=timer_state_dir(timer_state),
             on_recovered=recorder(paths),
         ),
     )
@@ -182,7 +203,7 @@ def mark_safe(
     return _attempt(
         f"{name}: mark-safe",
         lambda: set_last_safe(
-            name, paths=paths, git=git, timer_state=timer_state, on_recovered=recorder(paths)
+            name, paths=paths, git=git, timer_state=timer_state_dir(timer_state), on_recovered=recorder(paths)
         ),
     )
 
@@ -208,6 +229,7 @@ def build_parser() -> Parser:
     tag.add_argument("name", metavar="NAME")
     tag.add_argument("--version", dest="version", help="version to tag (default: the manifest's)")
     tag.add_argument("--push", action="store_true", help="push the tag to origin")
+    tag.add_argument("--sign", action="store_true", help="sign the tag with your git signing key (SSH)")
     roll = sub.add_parser("rollback", help="restore the module directory from a tag")
     roll.add_argument("name", metavar="NAME")
     roll.add_argument("--to", metavar="VERSION", help="version to restore (default: lastSafeVersion)")
@@ -231,11 +253,25 @@ def _notes(paths: Paths, name: str) -> dict[str, str]:
     return {version: ", ".join(labels) for version, labels in notes.items()}
 
 
+def _signed(signature: Signature | None) -> dict[str, Any]:
+    """The listing's `signed` (True, False, or None when signing is off) and `signer` keys."""
+    if signature is None:
+        return {"signed": None, "signer": None}
+    return {"signed": signature.good, "signer": signature.principal or None}
+
+
+def _signed_cell(signature: Signature | None) -> str:
+    if signature is None:
+        return "-"
+    return signature.principal if signature.good else signature.state
+
+
 def cmd_list(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
     git.prefix()
     tags = module_tags(opts.name, git)
+    signatures = tag_signatures(tags, paths=paths, git=git)
     if opts.json:
-        rows = [{**t.as_dict(), "timestamp": t.stamp.isoformat()} for t in tags]
+        rows = [{**t.as_dict(), "timestamp": t.stamp.isoformat(), **_signed(signatures[t.tag])} for t in tags]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0
     if not tags:
@@ -249,13 +285,13 @@ def cmd_list(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
         note = notes.get(t.version, "") if t.version not in seen else "(older tag)"
         seen.add(t.version)
         when = t.stamp.strftime("%Y-%m-%d %H:%M:%S" if t.has_time else "%Y-%m-%d")
-        cells.append([t.version, when, t.tag, t.commit[:12], note])
-    sys.stdout.write(table(["VERSION", "DATE (UTC)", "TAG", "COMMIT", "NOTE"], cells))
+        cells.append([t.version, when, t.tag, t.commit[:12], _signed_cell(signatures[t.tag]), note])
+    sys.stdout.write(table(["VERSION", "DATE (UTC)", "TAG", "COMMIT", "SIGNED", "NOTE"], cells))
     return 0
 
 
 def cmd_tag(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
-    tag = create_tag(opts.name, opts.version, paths=paths, git=git, now=None)
+    tag = create_tag(opts.name, opts.version, paths=paths, git=git, now=None, sign=opts.sign)
     sys.stdout.write(f"{tag}\n")
     if opts.push:
         push_tag(tag, git=git)
@@ -265,8 +301,9 @@ def cmd_tag(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
 
 def cmd_rollback(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
     result = perform_rollback(
-        opts.name, opts.to, force=opts.force, paths=paths, git=git, on_recovered=recorder(paths)
-    )
+        opts.name, opts.to, force=opts.force, paths=paths, git=git, on_recovered=recorder(paths),
+        timer_state=timer_state_dir(),
+    )  # fmt: skip
     if result.backup is None:
         sys.stdout.write(f"{result.name}: already exactly {result.tag}; nothing changed\n")
         return 0
@@ -280,7 +317,8 @@ def cmd_rollback(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
 
 
 def cmd_mark_safe(paths: Paths, git: Git, opts: argparse.Namespace) -> int:
-    version = set_last_safe(opts.name, paths=paths, git=git, on_recovered=recorder(paths))
+    version = set_last_safe(opts.name, paths=paths, git=git, on_recovered=recorder(paths),
+                            timer_state=timer_state_dir())  # fmt: skip
     sys.stdout.write(f"{opts.name}: lastSafeVersion = {version}\n")
     return 0
 
@@ -297,7 +335,16 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None, git: Git |
     except UpdatesError as exc:
         return report_early_error(exc)
     paths = Paths.create(root, manifest=opts.manifest)
-    log_file = setup_logging(paths.logs, -1 if opts.quiet else opts.verbose)
+    moved = None
+    if opts.command in ("rollback", "mark-safe"):
+        try:
+            # Before the lock and the backup: both belong in the one state directory the timer uses.
+            moved = move_legacy_state_or_refuse(paths)
+        except UpdatesError as exc:
+            return report_early_error(exc)
+    log_file = setup_logging(paths.logs, -1 if opts.quiet else opts.verbose, create=opts.command != "list")
+    if moved:
+        log.warning("%s", moved)
     paths, git = context(paths, git)
     try:
         return HANDLERS[opts.command](paths, git, opts)

@@ -295,3 +295,81 @@ def test_bad_args_are_refused_before_anything_runs(tmp_path: Path, args: dict, m
     assert (tmp_path / "hosts").read_bytes() == USER_BEFORE
     assert not (tmp_path / "out").exists()
     assert list((tmp_path / "state").iterdir()) == []
+
+
+def test_whole_file_install_refuses_a_file_it_did_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "resolver.conf"
+    theirs = b"# written by the administrator\nserver=9.9.9.9\n"
+    out.write_bytes(theirs)
+    args = module_args(tmp_path, [write_source(tmp_path, ["a.example.com"])], format="dnsmasq", output=str(out))
+    with pytest.raises(ArgsError) as raised:
+        main(args)
+    message = str(raised.value)
+    assert message == (
+        f'args.install: "file" would replace {out}, which holds lines the adblock module did not write; '
+        'use "install": "block" to manage only our block in it, or set "overwrite": true to replace the whole file'
+    )
+    assert out.read_bytes() == theirs
+    assert list((tmp_path / "state").iterdir()) == []
+    # Said explicitly: replaced. From then on the file is ours (it starts with our header): no key needed.
+    assert main({**args, "overwrite": True})["changed"] is True
+    assert out.read_text().endswith("\n\naddress=/a.example.com/#\n")
+    assert main({**args, "sources": [write_source(tmp_path, ["a.example.com", "b.example.com"])]})["changed"]
+    assert out.read_text().endswith("\naddress=/b.example.com/#\n")
+
+
+def test_whole_file_install_onto_etc_hosts_needs_overwrite() -> None:
+    # dry_run: even a broken check could not write /etc/hosts here.
+    before = Path("/etc/hosts").read_bytes()
+    args = {"name": "adblock", "dry_run": True, "state_dir": "/nonexistent/state", "install": "file",
+            "sources": ["file:///nonexistent/list"]}
+    with pytest.raises(ArgsError, match=r'^args.install: "file" would replace all of /etc/hosts, including its '
+                                        r'localhost lines; .* "overwrite": true'):
+        main(args)
+    assert Path("/etc/hosts").read_bytes() == before
+
+
+def test_deny_entries_as_hosts_lines(tmp_path: Path) -> None:
+    deny = tmp_path / "deny.txt"
+    deny.write_text("# copied from a hosts file\n0.0.0.0 one.example.com\n127.0.0.1\ttwo.example.com three.example.com\n"
+                    "::1 four.example.com # why\nfive.example.com six.example.com\n")
+    args = module_args(tmp_path, [write_source(tmp_path, ["a.example.com"])], deny_files=[str(deny)],
+                       deny=["0.0.0.0 seven.example.com"])
+    main(args)
+    assert block_names(tmp_path / "hosts") == sorted(
+        ["a.example.com", "one.example.com", "two.example.com", "three.example.com", "four.example.com",
+         "five.example.com", "six.example.com", "seven.example.com"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("0.0.0.0 printer.lan", "'printer.lan' is not a blockable domain name (a local or reserved name, "
+                                "which is never blocked; remove the entry)"),
+        ("0.0.0.0 bad..name.com", "'bad..name.com' is not a blockable domain name (not a valid host name; "
+                                  "correct or remove the entry)"),
+        ("0.0.0.0", "'0.0.0.0' is an address without a name; correct or remove the entry"),
+    ],
+)
+def test_a_bad_deny_entry_is_one_line_naming_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
+    deny = tmp_path / "deny.txt"
+    deny.write_text(f"ok.example.com\n\n{line}\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_bytes(USER_BEFORE)
+    with pytest.raises(ArgsError) as raised:
+        main(module_args(tmp_path, [write_source(tmp_path, ["a.example.com"])], deny_files=[str(deny)]))
+    assert str(raised.value) == f"{deny}:3: {problem}"
+    assert hosts.read_bytes() == USER_BEFORE
+
+
+def test_whole_file_refusal_for_a_format_without_block_mode_offers_only_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "zone.rpz"
+    out.write_bytes(b"$TTL 60\n@ IN SOA ns. root. 1 1 1 1 1\n")
+    args = module_args(tmp_path, [write_source(tmp_path, ["a.example.com"])], format="rpz", output=str(out))
+    with pytest.raises(ArgsError) as raised:
+        main(args)
+    assert str(raised.value) == (
+        f'args.install: "file" would replace {out}, which holds lines the adblock module did not write; '
+        'set "overwrite": true to replace the whole file'
+    )

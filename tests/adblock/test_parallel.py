@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from updates.adblock.parallel import parse_in_two
-from updates.adblock.parse import decode, parse_chunk, parse_list
+from updates.adblock.parse import ListStats, parse_list, parse_part
 
 
 def mixed_list(lines: int, seed: int = 3) -> bytes:
@@ -29,15 +29,18 @@ def mixed_list(lines: int, seed: int = 3) -> bytes:
 
 
 def two_cpus() -> None:
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("the two-process parse only runs with two CPUs")
+    from updates.adblock.parallel import _cpus
+
+    if _cpus() < 2:
+        pytest.skip("the two-process parse only runs with two CPUs (affinity and cgroup quota)")
 
 
-def test_two_processes_equal_one() -> None:
+def test_two_processes_equal_one(monkeypatch: pytest.MonkeyPatch) -> None:
     two_cpus()
+    monkeypatch.setattr("updates.adblock.parse.PIECE", 1 << 16)  # the first piece must not be the whole list
     data = mixed_list(60_000)
-    serial = parse_list(data, parallel_min=1 << 60)
-    parallel = parse_list(data, parallel_min=0)
+    serial = parse_list(data, parallel=False)
+    parallel = parse_list(data, parallel=True)
     assert parallel.names == serial.names
     assert parallel.names == sorted(set(parallel.names))
     s, p = serial.stats, parallel.stats
@@ -50,18 +53,21 @@ def test_two_processes_equal_one() -> None:
 
 def test_helper_result_is_direct_and_complete() -> None:
     two_cpus()
-    text = decode(mixed_list(20_000, seed=9))
-    result = parse_in_two([text], False, parse_chunk)
+    data = mixed_list(20_000, seed=9)
+    start = data.index(b"\n", 1000) + 1
+    head, head_stats = parse_part(data, 0, start)
+    result = parse_in_two(data, start, False, parse_part, head=list(head))
     assert result is not None  # it really ran in two processes
-    names, _stats = result
-    found, _ = parse_chunk(text)
+    names, stats = result
+    found, all_stats = parse_part(data, 0, len(data))
     assert names == sorted(set(found))
+    assert stats.lines + head_stats.lines == all_stats.lines == 20_000
 
 
-def failing_in_child(text: str, lenient: bool = False) -> tuple[list[str], object]:
-    if text.startswith("# CHILD-HALF"):  # the helper's half of the text, never the parent's or the sample
+def failing_in_child(data: bytes, start: int, end: int, lenient: bool = False) -> tuple[list[str], ListStats]:
+    if data.startswith(b"# CHILD-HALF", start):  # the helper's half of the text, never the parent's or the sample
         raise ValueError("boom in the helper")
-    return parse_chunk(text, lenient)
+    return parse_part(data, start, end, lenient)
 
 
 def children() -> set[int]:
@@ -82,11 +88,9 @@ def test_a_failing_helper_is_reported_and_reaped() -> None:
     half = "".join(f"0.0.0.0 n{i}.example.com\n" for i in range(2000))
     text = "# PARENT-HALF\n" + half + "# CHILD-HALF\n" + half
     before = children()
-    parts = [text]
     with pytest.raises(EOFError, match="helper process ended early"):
-        parse_in_two(parts, False, failing_in_child)
+        parse_in_two(text.encode(), 0, False, failing_in_child)
     assert children() == before  # the helper was waited for: no zombie left behind
-    assert len(parts) == 2 and "".join(parts) == text  # what parse_list falls back on
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +100,7 @@ _PRELUDE = f"""
 import functools, os, runpy, signal, sys, time
 runpy.run_path({str(ROOT / "utils" / "bootstrap.py")!r})["register_package"]()
 from updates.adblock.parallel import parse_in_two
-from updates.adblock.parse import parse_chunk
+from updates.adblock.parse import parse_part
 """
 
 
@@ -128,7 +132,7 @@ libc = ctypes.CDLL(None)
 os.register_at_fork(after_in_parent=functools.partial(libc.kill, os.getpid(), signal.SIGUSR1))
 text = "".join(f"0.0.0.0 n{i}.example.com\\n" for i in range(50_000))
 try:
-    parse_in_two([text], False, parse_chunk)
+    parse_in_two(text.encode(), 0, False, parse_part)
     print("not interrupted")
 except Interrupted:
     print("interrupted")
@@ -151,17 +155,17 @@ def test_the_helper_dies_with_its_parent(tmp_path: Path) -> None:
     two_cpus()
     pid_file = tmp_path / "helper.pid"
     body = f"""
-def slow(text, lenient=False):
-    if text.startswith("# CHILD-HALF"):
+def slow(data, start, end, lenient=False):
+    if data.startswith(b"# CHILD-HALF", start):
         with open({str(pid_file)!r} + ".tmp", "w") as fh:
             fh.write(str(os.getpid()))
         os.rename({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
         time.sleep(60)
-    elif text.startswith("# PARENT-HALF"):
+    elif data.startswith(b"# PARENT-HALF", start):
         time.sleep(60)
-    return parse_chunk(text, lenient)
+    return parse_part(data, start, end, lenient)
 half = "".join(f"0.0.0.0 n{{i}}.example.com\\n" for i in range(2000))
-parse_in_two(["# PARENT-HALF\\n" + half + "# CHILD-HALF\\n" + half], False, slow)
+parse_in_two(("# PARENT-HALF\\n" + half + "# CHILD-HALF\\n" + half).encode(), 0, False, slow)
 """
     parent = run_script(tmp_path, body)
     helper = 0
@@ -190,18 +194,71 @@ def test_a_module_timeout_in_the_parent_half_kills_and_reaps_the_helper() -> Non
 
     two_cpus()
 
-    def slow(text: str, lenient: bool = False) -> tuple[list[str], object]:
-        if text.startswith(("# PARENT-HALF", "# CHILD-HALF")):
+    def slow(data: bytes, start: int, end: int, lenient: bool = False) -> tuple[list[str], ListStats]:
+        if data.startswith((b"# PARENT-HALF", b"# CHILD-HALF"), start):
             time.sleep(30)
-        return parse_chunk(text, lenient)
+        return parse_part(data, start, end, lenient)
 
     half = "".join(f"0.0.0.0 n{i}.example.com\n" for i in range(2000))
     text = "# PARENT-HALF\n" + half + "# CHILD-HALF\n" + half
     before = children()
-    parts = [text]
     started = time.monotonic()
     with pytest.raises(ModuleTimeout), deadline(0.3):
-        parse_in_two(parts, False, slow)
+        parse_in_two(text.encode(), 0, False, slow)
     assert time.monotonic() - started < 5
     assert children() == before
-    assert "".join(parts) == text
+
+
+def test_pieces_join_up_to_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = mixed_list(5_000, seed=4) + b"0.0.0.0 last-line.example.com"  # no final newline
+    whole, whole_stats = parse_part(data, 0, len(data))
+    monkeypatch.setattr("updates.adblock.parse.PIECE", 777)  # many pieces, cut at line boundaries
+    pieces, stats = parse_part(data, 0, len(data))
+    assert sorted(pieces) == sorted(whole)
+    assert stats.counts() == whole_stats.counts()
+    assert stats.lines == 5_001
+
+
+def hogs(count: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def test_busy_cpus_are_seen() -> None:
+    """With every CPU busy, a second process would only take turns with the others: the window says so."""
+    from updates.adblock.parallel import CpuWindow, _cpus
+    from updates.adblock.parse import FREE_CPUS
+
+    busy = hogs(max(2, round(_cpus())))
+    try:
+        time.sleep(0.3)
+        data = mixed_list(100_000, seed=5)
+        with CpuWindow() as window:
+            parse_part(data, 0, len(data))
+        assert window.free_cpus() < FREE_CPUS
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-process", "two-processes"])
+def test_meanwhile_runs_once_and_its_failure_is_its_own(parallel: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if parallel:
+        two_cpus()
+    monkeypatch.setattr("updates.adblock.parse.PIECE", 1 << 16)
+    forks = []
+    monkeypatch.setattr("os.fork", lambda real=os.fork: forks.append(1) or real())
+    data = mixed_list(30_000, seed=6)
+    calls: list[int] = []
+    parsed = parse_list(data, parallel=parallel, meanwhile=lambda: calls.append(1))
+    assert calls == [1]
+    assert len(forks) == parallel  # the helper really ran, or really did not
+    assert parsed.names == parse_list(data, parallel=False).names
+
+    def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    before = children()
+    with pytest.raises(OSError, match="No space left"):
+        parse_list(data, parallel=parallel, meanwhile=full_disk)
+    assert children() == before

@@ -199,3 +199,82 @@ def test_pihole_regex_list_yields_nothing() -> None:
     parsed = parse_list(fixture("PiHoleBlocklist-regex.list").read_bytes())
     assert parsed.stats.names == 0
     assert parsed.stats.unsupported > 0
+
+
+COSMETIC_RULES = [
+    "reddit.com##.promotedlink",
+    "reddit.com#@#.promotedlink",
+    "reddit.com#?#div:has(> .ad)",
+    "reddit.com#$#body { overflow: auto !important; }",
+    "reddit.com##+js(set-constant, ads, false)",
+    "reddit.com#%#//scriptlet('abort-on-property-read', 'ads')",
+    "reddit.com#@$?#.ad { display: none !important; }",
+    "reddit.com.##.ad",
+]
+
+
+@pytest.mark.parametrize("rule", COSMETIC_RULES)
+@pytest.mark.parametrize("shape", ["{}", "   {}", "\t{}\t"], ids=["fast", "leading-blanks", "tabs"])
+def test_cosmetic_and_scriptlet_rules_never_block_their_site(rule: str, shape: str) -> None:
+    """Element hiding and scriptlets clean a page up; blocking the site's name would take the site down."""
+    line = shape.format(rule)
+    parsed = parse_list(f"0.0.0.0 kept.example.net\n{line}\n".encode())
+    assert parsed.names == ["kept.example.net"]
+    assert parsed.stats.unsupported == 1
+    assert parse_line(line) == ([], UNSUPPORTED, 0)
+
+
+@pytest.mark.parametrize(
+    ("line", "names"),
+    [
+        (" 0.0.0.0 a.example.com # see https://x.org/y", ["a.example.com"]),
+        ("0.0.0.0 a.example.com b.example.com # https://x.org/y?q=1&r=$2", ["a.example.com", "b.example.com"]),
+        ("a.example.com. # 2020/01/01", ["a.example.com"]),
+        ("0.0.0.0 a.example.com #see ||b.example.com^ and x.org##.ad", ["a.example.com"]),
+        ("a.example.com.\t# *.example.com @home", ["a.example.com"]),
+        ("||a.example.com^ # from https://x.org/list", ["a.example.com"]),
+    ],
+)
+def test_comments_with_adblock_characters_keep_their_line(line: str, names: list[str]) -> None:
+    """hblock cuts the comment first and blocks these names; so must both of our paths."""
+    assert parse_line(line)[:2] == (names, OK)
+    assert parse_list(f"{line}\n".encode()).names == sorted(names)
+
+
+def test_an_invalid_name_rejects_its_line_even_beside_a_reserved_one() -> None:
+    line = "0.0.0.0 bad..x.local good.example.com"
+    assert parse_line(line) == ([], INVALID, 0)
+    parsed = parse_list(f"{line}\n0.0.0.0 other.example.com\n".encode())
+    assert parsed.names == ["other.example.com"]
+    assert parsed.stats.invalid == 1
+    assert normalize("bad..x.local") is INVALID
+    assert normalize("-x.lan") is INVALID
+    assert normalize("printer.lan") is RESERVED
+    assert normalize("localhost") is RESERVED  # one label, but the machine's own name: dropped quietly
+
+
+def test_exclamation_mark_comments_are_whole_lines_only_as_in_hblock() -> None:
+    # hblock strips `#` comments only; AdBlock syntax has `!` comments at the start of a line only.
+    assert parse_line("! a.example.com") == ([], COMMENT, 0)
+    assert parse_line("   ! indented note") == ([], COMMENT, 0)
+    assert parse_line("a.example.com ! note")[1] == INVALID
+
+
+def test_fast_and_careful_paths_agree_on_random_lines() -> None:
+    """Lines assembled from the pieces real lists mix: each line alone through the whole-text path (fast
+    pattern first) gives what the careful path gives."""
+    import random
+
+    rng = random.Random(11)
+    prefixes = ["", "0.0.0.0 ", "127.0.0.1\t", ":: ", "::1  ", " ", "\t0.0.0.0 ", "1.2.3.4 ", "0.0.0.0"]
+    names = ["a.example.com", "x-y.example.org", "-bad.com", "bad-.com", "a..b.com", "under_s.co.uk", "a.c",
+             "host.local", "nas.home.arpa", "x.in-addr.arpa", "a.b.localhost-ish", "ex.c0m", "ex.co-", "ex.com.",
+             "localhost", "a" * 64 + ".com", "b" * 63 + ".net", "x.internal", "ok.test"]
+    tails = ["", " ", "\t", "#c", " # c", " # see https://x.org/a?b=$1|^*@", "##.ad", "#@#.ad", "#?#x",
+             " ##.ad", "#$#x", "##+js(x)", " ! note", "#", ".#x"]
+    for _ in range(3000):
+        line = rng.choice(prefixes) + " ".join(rng.sample(names, rng.choice([1, 1, 1, 2]))) + rng.choice(tails)
+        expected, status, _ = parse_line(line)
+        parsed = parse_list(f"{line}\n".encode(), parallel=False)
+        assert parsed.names == sorted(set(expected)), line
+        assert (parsed.stats.invalid, parsed.stats.unsupported) == (status == INVALID, status == UNSUPPORTED), line

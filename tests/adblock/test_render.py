@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from adblock_support import module_args
 from updates.adblock.index import main
-from updates.adblock.render import FORMATS, PIECE, Meta, body_of, names_in, render, render_body
+from updates.adblock.render import CHUNK, FORMATS, PIECE, Meta, body_of, names_in, render, render_body
 
 NAMES = ["a.example.com", "b.example.net"]
 META = Meta([("list-one", 2), ("list-two", 1)], 0)
@@ -87,3 +87,34 @@ def test_names_are_read_back_across_pieces() -> None:
     assert list(names_in(b"0.0.0.0 a.example.com\n0.0.0.0 " + b"x" * (PIECE + 10) + b".com", "hosts")) == [
         "a.example.com", "x" * (PIECE + 10) + ".com"
     ]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        ("dnsmasq", "server=/ok.a.example.com/#\n"),
+        ("unbound", 'local-zone: "ok.a.example.com" transparent\n'),
+        ("rpz", "ok.a.example.com CNAME rpz-passthru.\n"),
+        ("adblock", "@@||ok.a.example.com^\n"),
+        ("hosts", ""),  # hosts files and plain lists block exact names: nothing to lift
+        ("domains", ""),
+    ],
+)
+def test_exceptions_follow_the_entries_and_are_not_read_back_as_names(fmt: str, line: str) -> None:
+    plain = body_of(render(NAMES, fmt, META))
+    out = render(NAMES, fmt, META, exceptions=["ok.a.example.com"])
+    assert bytes(body_of(out)) == bytes(plain) + line.encode()
+    assert (b"Allowed below a blocked domain: 1\n" in out) == bool(line)
+    assert list(names_in(body_of(out), fmt)) == NAMES
+
+
+@pytest.mark.parametrize("order", ["short-first", "long-first"])
+def test_the_buffer_estimate_may_be_wrong_either_way(order: str) -> None:
+    # The buffer is sized from the first CHUNK names: longer names later make it grow, shorter ones leave
+    # an end that is cut off. Either way the bytes are exactly the lines.
+    short = [f"a{i}.io" for i in range(CHUNK)]
+    long = [f"{'x' * 50}{i}.example.org" for i in range(CHUNK // 2)]
+    names = short + long if order == "short-first" else long + short
+    expected = "".join(f"0.0.0.0 {n}\n" for n in names).encode()
+    assert bytes(render_body(names, "hosts")) == expected
+    assert bytes(render_body([], "hosts")) == b""

@@ -24,7 +24,7 @@ from updates.utils.orchestrator.cli import main
 
 @pytest.fixture
 def install(tmp_path, monkeypatch):
-    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
+    monkeypatch.setenv("UPDATES_STATE_DIR", str(tmp_path / "updates" / "state"))
     return install_copy(tmp_path / "updates")
 
 
@@ -39,14 +39,15 @@ def test_full_run_as_a_subprocess(install):
     report = json.loads(proc.stdout)
     assert [(m["name"], m["status"]) for m in report["modules"]] == [
         ("alpha", "changed"), ("beta", "failed"), ("gamma", "ok")]
-    assert proc.stderr.strip().splitlines() == ["error: beta: failed: OSError: boom"]
+    first, *rest = proc.stderr.strip().splitlines()
+    assert first.startswith("warning: first run with the state in ")  # a new install: said once
+    assert rest == ["error: beta: failed: OSError: boom"]
     assert read_manifest(install)["updates"][1]["lastApplied"]
     # Nothing was compiled into the module directories (our own utils/ may cache its bytecode).
     assert [p.parent.name for p in install.glob("*/__pycache__")] in ([], ["utils"])
 
 
 def test_cwd_name_does_not_matter_and_default_command_is_run(tmp_path, monkeypatch):
-    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
     install = install_copy(tmp_path / "main")  # a checkout folder not called "updates"
     add_module(install, "alpha", OK_MODULE)
     write_manifest(install, [group(["alpha"]), {"name": "alpha"}])
@@ -83,13 +84,12 @@ def test_second_run_while_the_lock_is_held_exits_75(install):
 
 
 def test_lock_held_in_process(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
     from updates.utils.lock import run_lock
     from updates.utils.paths import Paths
 
     add_module(tmp_path, "alpha", OK_MODULE)
     write_manifest(tmp_path, [group(["alpha"]), {"name": "alpha"}])
-    with run_lock(Paths.create(tmp_path, environ={})):
+    with run_lock(Paths.create(tmp_path)):
         assert main(["run"], root=tmp_path) == 75
     assert main(["run"], root=tmp_path) == 0
 
@@ -187,7 +187,10 @@ def test_status_shows_versions_and_checksum_state(install):
     assert rows["gamma"]["lastRun"] == "failed"
     # Columns are aligned: every row starts its CHECKSUM column at the same offset.
     offset = lines[0].index("CHECKSUM")
-    assert all(len(line) > offset and line[offset - 2:offset] == "  " for line in lines[1:])
+    table_lines = lines[1:5]
+    assert all(len(line) > offset and line[offset - 2:offset] == "  " for line in table_lines)
+    # It names the state directory it read, and why that one.
+    assert lines[5] == f"state directory: {install / 'state'} (UPDATES_STATE_DIR; not created yet: no run has used it)"
 
 
 def test_verify_reports_every_module_and_changes_nothing(install):
@@ -199,6 +202,10 @@ def test_verify_reports_every_module_and_changes_nothing(install):
     proc = run_index(install, "verify")
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[:2] == ["alpha: ok", "beta: mismatch"]
+    assert proc.stdout.splitlines()[-1] == (
+        "hint: for a checksum mismatch, if the change is yours, review it and run "
+        "`venv/bin/python utils/checksummer.py`"
+    )
     assert (install / "manifest.json").read_bytes() == before
     write_manifest(install, [group(["alpha", "nope"]), {"name": "alpha"}, {"name": "beta"}])
     proc = run_index(install, "verify")
@@ -245,8 +252,13 @@ def test_log_file_gets_the_traceback_terminal_one_line(install):
     write_manifest(install, [group(["bad"]), {"name": "bad"}])
     proc = run_index(install)
     assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "error: bad: failed: KeyError: 'missing'"
+    # Said once: in the summary, not also as an error line on stderr (the other line is the first-run notice).
+    assert [line for line in proc.stderr.splitlines() if "first run" not in line] == []
+    assert proc.stdout.splitlines()[0].startswith("bad: failed (KeyError: 'missing') ")
+    # Under -q (cron discards stdout) and --json the error line stays on stderr.
+    for flag in ("-q", "--json"):
+        proc = run_index(install, flag)
+        assert proc.stderr.strip() == "error: bad: failed: KeyError: 'missing'", flag
     text = (install / "state" / "logs" / "updates.log").read_text()
     assert "Traceback (most recent call last)" in text and "KeyError" in text
 

@@ -30,7 +30,6 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="permission checks app
 
 @pytest.fixture(autouse=True)
 def _env(tmp_path, monkeypatch):
-    monkeypatch.delenv("UPDATES_STATE_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
 
 
@@ -178,12 +177,35 @@ def test_group_writable_module_is_refused_and_others_run(tmp_path, capsys):
     assert main(["run", "--json"], root=tmp_path) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["modules"][0]["status"] == "failed"
-    assert "risky: refusing to run:" in report["modules"][0]["error"]
+    assert report["modules"][0]["error"].startswith("refusing to run: ")  # the name only once, in "name"
     assert "index.py" in report["modules"][0]["error"]
     assert not (tmp_path / "state" / "modules" / "risky" / "calls.jsonl").exists()
     assert (tmp_path / "state" / "modules" / "fine" / "calls.jsonl").exists()
     assert main(["verify"], root=tmp_path) == 1
-    assert "risky: ok; refusing to run:" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    # The refusal decides the module's line; nothing says "ok" about a module root will not run.
+    assert lines[0] == f"risky: refused as root: {risky / 'index.py'}: writable by group (mode 0664) (checksum ok)"
+    assert lines[1] == "fine: ok"
+    assert lines[-1] == (
+        "verify failed: 1 problem listed above; manifest.json is valid, 2 of 2 module checksums match; "
+        "permissions checked (running as root)"
+    )
+
+
+@needs_root
+def test_verify_of_a_group_writable_manifest_does_not_end_saying_valid_and_verified(tmp_path, capsys):
+    add_module(tmp_path, "alpha", OK_MODULE)
+    write_manifest(tmp_path, [group(["alpha"]), {"name": "alpha"}]).chmod(0o664)
+    assert main(["verify"], root=tmp_path) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"permissions: {tmp_path / 'manifest.json'}: writable by group (mode 0664)"
+    assert "modules verified" not in lines[-1]
+    assert lines[-1].startswith("verify failed: 1 problem listed above; ")
+    (tmp_path / "manifest.json").chmod(0o644)
+    assert main(["verify"], root=tmp_path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "manifest.json: valid; 1 of 1 modules verified; permissions checked (running as root)"
+    )
 
 
 @needs_root
@@ -242,6 +264,6 @@ def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):
     out, _err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert out.splitlines()[0].startswith("sleeper: failed (interrupted)")
-    history = json.loads((install / "state" / "history.jsonl").read_text().splitlines()[-1])
+    history = json.loads((tmp_path / "state" / "history.jsonl").read_text().splitlines()[-1])
     assert history["interrupted"] is True and history["exit_code"] == 130
-    assert not (install / "state" / "modules" / "never" / "calls.jsonl").exists()
+    assert not (tmp_path / "state" / "modules" / "never" / "calls.jsonl").exists()

@@ -247,6 +247,20 @@ def test_rate_limit_names_the_reset_time(github: FakeGitHub) -> None:
         client(github, None, token="t", token_origin=github.api_url).lookup(ReleaseQuery(REPO))
 
 
+def test_a_long_retry_after_stops_at_once_with_the_time(github: FakeGitHub) -> None:
+    """GitHub's secondary limit: 429 with `Retry-After: 1800`. One request, no 60-second waits, and the
+    error says when to come back."""
+    import time
+
+    github.add_release(REPO, "v18.19.0", {})
+    github.retry_after = "1800"
+    started = time.monotonic()
+    with pytest.raises(RateLimitError, match=r"^GitHub API rate limit exceeded \(retry after 1800 s, at "
+                       r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\); a token"):
+        client(github, None, retries=1).lookup(ReleaseQuery(REPO))
+    assert len(github.api_requests()) == 1 and time.monotonic() - started < 10
+
+
 def test_server_errors_are_retried_then_succeed(github: FakeGitHub) -> None:
     github.add_release(REPO, "v18.19.0", {})
     github.api_failures = 2

@@ -255,3 +255,30 @@ def test_scrub_removes_url_path_query_and_credentials() -> None:
     assert "abc-123" not in cleaned and "pw" not in cleaned and "x=1" not in cleaned
     assert cleaned.startswith("Invalid URL https://hc.example.org/…;")
     assert scrub("connection refused", "http://h/") == "connection refused"
+
+
+def test_hanging_webhook_and_ping_receivers_cost_a_run_under_ten_seconds() -> None:
+    # Receivers that accept the connection and never answer, with the default timeouts: start ping, webhook
+    # and end ping together stay under 10 s (they cost about 15 s before the budgets).
+    hung: list[str] = []
+
+    def hang(request: Request) -> Response:
+        hung.append(request.path)
+        time.sleep(12)
+        return Response("too late")
+
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.expect_request("/hook").respond_with_handler(hang)
+    server.expect_request("/ping/start").respond_with_handler(hang)
+    server.expect_request("/ping/fail").respond_with_handler(hang)
+    server.start()
+    try:
+        cfg = {"webhook": {"url": server.url_for("/hook")}, "ping": server.url_for("/ping")}
+        started = time.monotonic()
+        assert ping_start(cfg) is False
+        assert notify_finished(cfg, REPORT, exit_ok=False, changed=False) == {"webhook": False, "ping": False}
+        elapsed = time.monotonic() - started
+        assert elapsed < 10, f"notifications took {elapsed:.1f} s"
+        assert sorted(set(hung)) == ["/hook", "/ping/fail", "/ping/start"]
+    finally:
+        server.stop()

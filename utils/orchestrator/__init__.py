@@ -6,6 +6,7 @@ lock, root's permission checks, the runner, the summary, publishing), `command_i
 `run_children`), `loader` (importing a module from verified source only), `isolation` (the boundary around
 one module call) and `script` (legacy shell-script entries).
 
-May import: the shared helpers at the top of `utils/` and `utils.report`. Never `utils.release` or
-`utils.vcs` (those serve the modules and the rollback command), and never an update module.
+May import: the shared helpers at the top of `utils/`, `utils.report`, and `utils.vcs` (for `pull` and
+the signed-code gate of `run`, in `command_pull`). Never `utils.release` (it serves the modules), and
+never an update module.
 """

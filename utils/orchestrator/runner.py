@@ -42,6 +42,10 @@ from .script import run_script
 log = logging.getLogger(__name__)
 
 _ACTIVE: contextvars.ContextVar[Runner] = contextvars.ContextVar("updates_runner")
+CHECKSUMMER_HINT = "if the change is yours, review it and run `venv/bin/python utils/checksummer.py`"
+# Marks the log records of a module's failure: the summary on stdout says the same, so the terminal
+# handler leaves them out when a summary follows (log.setup_logging's `summary_follows`).
+IN_SUMMARY = {"in_summary": True}
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,13 @@ def verify_module(paths: Paths, entry: Entry) -> FolderDigest:
         )
     if recorded != live:
         raise ChecksumError(
-            f"{entry.name}: checksum mismatch: expected {recorded} (checksum file), got {live}"
+            f"{entry.name}: checksum mismatch: expected {recorded} (checksum file), got {live}",
+            hint=CHECKSUMMER_HINT,
         )
     if entry.checksum is not None and entry.checksum != live:
         raise ChecksumError(
-            f"{entry.name}: checksum mismatch: expected {entry.checksum} (manifest), got {live}"
+            f"{entry.name}: checksum mismatch: expected {entry.checksum} (manifest), got {live}",
+            hint=CHECKSUMMER_HINT,
         )
     return verified
 
@@ -127,9 +133,17 @@ def classify(returned: object) -> tuple[Status, str | None]:
     return Status.OK, None
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One printable line saying why a module failed."""
-    return printable(_failure_text(exc))
+def describe_failure(exc: BaseException, name: str | None = None) -> str:
+    """One printable line saying why module `name` failed, without repeating its name (the summary line
+    and the log record both start with it)."""
+    return printable(without_name(_failure_text(exc), name))
+
+
+def without_name(text: str, name: str | None) -> str:
+    """`text` without a leading `<name>: `, which errors raised for a module often carry."""
+    while name and text.startswith(f"{name}: "):
+        text = text[len(name) + 2 :]
+    return text
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -141,7 +155,7 @@ def _failure_text(exc: BaseException) -> str:
         return "interrupted"
     if isinstance(exc, UpdatesError):
         # The hint is the part that tells the administrator what to do: it belongs in the one line.
-        return f"{exc} (hint: {exc.hint})" if exc.hint else str(exc)
+        return f"{exc}; hint: {exc.hint}" if exc.hint else str(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -300,15 +314,16 @@ class Runner:
             result.error = str(exc)
             if exc.owner is not limit:  # an enclosing module's deadline: it must reach that module
                 result.error = f"stopped: the parent module {exc}"
-                log.error("%s: %s", entry.name, result.error)
+                log.error("%s: %s", entry.name, result.error, extra=IN_SUMMARY)
                 raise
-            log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
+            log.error("%s: failed: %s", entry.name, result.error, exc_info=True, extra=IN_SUMMARY)
         except (ChecksumError, ModuleLoadError, UnsafePermissions) as exc:
-            result.error = describe_failure(exc)
-            log.error("%s: not run: %s", entry.name, result.error, exc_info=exc.__cause__ is not None)
+            result.error = describe_failure(exc, entry.name)
+            log.error("%s: not run: %s", entry.name, result.error, exc_info=exc.__cause__ is not None,
+                      extra=IN_SUMMARY)  # fmt: skip
         except BaseException as exc:
-            result.error = describe_failure(exc)
-            log.error("%s: failed: %s", entry.name, result.error, exc_info=True)
+            result.error = describe_failure(exc, entry.name)
+            log.error("%s: failed: %s", entry.name, result.error, exc_info=True, extra=IN_SUMMARY)
         finally:
             if os.getpid() != self._pid:
                 # A module forked and its child returned here: it must not carry on our run.
@@ -342,10 +357,10 @@ class Runner:
             expected_checksum=entry.checksum,
         )
         result.status = status
-        text = printable(text) if text is not None else None
+        text = printable(without_name(text, entry.script)) if text is not None else None
         if status == Status.FAILED:
             result.error = text
-            log.error("%s: failed: %s", entry.name, text)
+            log.error("%s: failed: %s", entry.name, text, extra=IN_SUMMARY)
         else:
             result.summary = text
 

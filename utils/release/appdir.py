@@ -13,8 +13,10 @@ Contract of `install_directory(plan, new_dir, version, old_version, journal=...)
    directory never goes missing, then renames the previous one to the backup
    `<backup_dir>/<name>-<old>-<stamp>` (kept, the newest `keep_backups` of them).
 4. The service is started and its health polled. On failure the new directory is moved aside as
-   `<name>-failed-<new>-<stamp>` (kept for diagnosis), the previous one put back, the service restarted,
-   and `InstallError` says so. The undo finds the previous directory by its inode, wherever the switch
+   `<name>-failed-<new>-<stamp>` (kept for diagnosis; only the newest `keep_backups` of them, each holds a
+   copy of data/), the previous one put back, the service restarted, and `InstallError` says so. A service
+   that cannot be stopped, or whose state the service command cannot tell (no such unit), refuses the
+   upgrade before anything changes. The undo finds the previous directory by its inode, wherever the switch
    stopped, and is shielded from the module's timeout, SIGTERM and Ctrl-C, delivered once it is done.
 5. With `journal`, the same undo is recorded before the first step (a running service stopped, since by
    then it may run the new version; the previous directory put back and the interrupted new one removed,
@@ -50,6 +52,7 @@ from .binary import (
     service_start,
     service_stop,
     start_and_check,
+    stop_for_switch,
     undo_limit,
     unique_path,
     utc_stamp,
@@ -169,9 +172,10 @@ def install_directory(
 ) -> Path | None:
     """Switch `plan.install_dir` to `new_dir`; return the backup directory (None on a fresh install).
     With `journal` (a journal directory), a kill at any point is reverted by the next command."""
-    reported = probe_version(new_dir / plan.binary, plan.probe, cwd=new_dir)
+    label = f"the new {plan.binary} {version}"
+    reported = probe_version(new_dir / plan.binary, plan.probe, cwd=new_dir, label=label)
     if reported != version:
-        raise InstallError(f"the new {plan.binary} reports {reported}, expected {version}; nothing changed")
+        raise InstallError(f"{label} reports {reported}, expected {version}; nothing changed")
     install_dir = plan.install_dir
     parent = install_dir.parent
     if not install_dir.exists():
@@ -185,14 +189,17 @@ def install_directory(
             f"backup_dir {plan.backup_dir} is not on the file system of {install_dir}; nothing changed"
         )
     check_nothing_left_behind(install_dir, new_dir, plan.keep)
+    # Failed copies of earlier nights beyond the bound go before the space check counts what is free.
+    prune_backups(plan.backup_dir, f"{install_dir.name}-failed", max(plan.keep_backups - 1, 1))
     check_space(install_dir, new_dir, plan.keep)
+    service = plan.service
+    # Asked before anything changes: a misnamed unit or a service command that cannot answer stops here.
+    was_active = service is not None and service.manager.is_active(service.unit)
     stamp = utc_stamp()
     backup = unique_path(plan.backup_dir / f"{install_dir.name}-{old_version or 'unknown'}-{stamp}")
     failed = unique_path(plan.backup_dir / f"{install_dir.name}-failed-{version}-{stamp}")
     old_inode = inode(install_dir)
     assert old_inode is not None  # it exists: checked above
-    service = plan.service
-    was_active = service is not None and service.manager.is_active(service.unit)
     record = None
     if journal is not None:
         record = begin(journal, "directory-install", describe=f"install of {install_dir} {version}")
@@ -208,7 +215,7 @@ def install_directory(
     switch = Switch(install_dir, old_inode, (backup, new_dir), failed)
     try:
         if service is not None and was_active:
-            service.manager.stop(service.unit)
+            stop_for_switch(service, f"{install_dir.name} {old_version or ''}".strip())
         _owner_like(install_dir, new_dir)
         copied = carry_over(install_dir, new_dir, plan.keep)
         log.info("carried over %s into the new %s", ", ".join(copied) or "nothing", install_dir.name)
@@ -226,6 +233,11 @@ def install_directory(
             note, undone = _undo(plan, switch, was_active)
             if record is not None and undone:
                 record.discard()  # done here; a failed undo stays in the journal for the next command
+            # Each failed copy holds a whole data/: a release that fails every night must not fill the disk.
+            try:
+                prune_backups(plan.backup_dir, f"{install_dir.name}-failed", plan.keep_backups)
+            except OSError as prune_exc:
+                log.warning("cannot prune the failed copies in %s: %s", plan.backup_dir, prune_exc)
             raise_after_undo(exc, f"{install_dir.name} {version}", note)
     if record is not None:
         record.commit(run_after_command)

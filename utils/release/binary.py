@@ -96,6 +96,11 @@ def raise_after_undo(exc: BaseException, what: str, note: str) -> NoReturn:
     if not isinstance(exc, (UpdatesError, OSError)):
         log.error("interrupted while installing %s%s", what, note)
         raise exc
+    if isinstance(exc, StopFailed):
+        # Nothing was switched: the message says so itself; only a failed restart or undo is news.
+        bad = ("ROLLBACK FAILED", "does not come up")
+        extra = note[note.index("; ", 1) :] if any(b in note for b in bad) and "; " in note[1:] else ""
+        raise InstallError(f"{exc}{extra}") from exc
     raise InstallError(f"{what} failed: {exc}{note}") from exc
 
 
@@ -111,18 +116,32 @@ def give_to(path: Path, owner: tuple[int, int] | None) -> None:
         log.warning("cannot give %s back to uid %d gid %d (not running as root)", path, *owner)
 
 
-def probe_version(binary: Path, probe: VersionProbe, *, cwd: Path | None = None) -> Version:
-    """The version `binary` reports; `InstallError` when it does not run or prints something else."""
+def probe_version(
+    binary: Path, probe: VersionProbe, *, cwd: Path | None = None, label: str | None = None
+) -> Version:
+    """The version `binary` reports; `InstallError` when it does not run or prints something else.
+    Messages name `label` (`the new filebrowser 2.63.23`), or the binary's path when there is none."""
+    name = label or str(binary)
     try:
         # Root never runs a file another user can change: such a binary runs as its owner, or not at all.
-        result = run_executable(binary, probe.args, timeout=probe.timeout, cwd=cwd)
-    except (CommandError, UnsafePermissions) as exc:
-        raise InstallError(f"{binary}: version check failed: {exc}") from exc
+        result = run_executable(binary, probe.args, timeout=probe.timeout, cwd=cwd, check=False)
+    except UnsafePermissions as exc:
+        raise InstallError(f"{name}: version check failed: {exc}") from exc
+    except CommandError as exc:
+        # proc's messages start with the program's path (a hidden temp file here): keep only the reason.
+        reason = str(exc).split(": ", 1)[-1]
+        raise InstallError(f"{name}: version check failed: {reason}") from exc
     output = (result.stdout or result.stderr).decode("utf-8", "replace")
+    if result.returncode != 0:
+        lines = output.strip().splitlines()
+        said = f": {lines[-1][:200]}" if lines else ""
+        raise InstallError(
+            f"{name}: version check failed: `{' '.join(probe.args)}` exit code {result.returncode}{said}"
+        )
     version = probe.parse(output)
     if version is None:
         first = output.strip().splitlines()[0] if output.strip() else "no output"
-        raise InstallError(f"{binary}: cannot read a version from {' '.join(probe.args)!r} output: {first!r}")
+        raise InstallError(f"{name}: cannot read a version from {' '.join(probe.args)!r} output: {first!r}")
     return version
 
 
@@ -183,6 +202,21 @@ def undo_limit(service: ServicePlan | None) -> float:
     return limit
 
 
+class StopFailed(InstallError):
+    """The running service could not be stopped for the switch; nothing was switched."""
+
+
+def stop_for_switch(service: ServicePlan, running: str) -> None:
+    """Stop the running service before the switch; `StopFailed` (nothing changed) when that fails."""
+    try:
+        service.manager.stop(service.unit)
+    except UpdatesError as exc:
+        raise StopFailed(
+            f"cannot stop {service.unit} for the upgrade ({exc}); nothing changed, {running} is still "
+            "installed"
+        ) from exc
+
+
 def restart_after_undo(service: ServicePlan | None, was_active: bool) -> str:
     """Start the service again after an undo; return a note for the error message."""
     if service is None or not was_active:
@@ -201,14 +235,18 @@ def install_binary(
     old_version: Version | None,
     *,
     journal: Path | None = None,
+    source: str | None = None,
 ) -> None:
-    """Install `new_file` as `plan.target`; see the module docstring for the steps and guarantees."""
-    reported = probe_version(new_file, plan.probe)
+    """Install `new_file` as `plan.target`; see the module docstring for the steps and guarantees.
+    `source` names where the new binary came from (the asset) in messages."""
+    label = f"the new {plan.target.name} {version}" + (f" (from {source})" if source else "")
+    reported = probe_version(new_file, plan.probe, label=label)
     if reported != version:
-        raise InstallError(
-            f"the new {plan.target.name} reports {reported}, expected {version}; nothing changed"
-        )
+        raise InstallError(f"{label} reports {reported}, expected {version}; nothing changed")
     target = plan.target
+    service = plan.service
+    # Asked before anything changes: a misnamed unit or a service command that cannot answer stops here.
+    was_active = service is not None and service.manager.is_active(service.unit)
     stamp = utc_stamp()
     plan.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     backup: Path | None = None
@@ -220,8 +258,6 @@ def install_binary(
         new_file.chmod(st.st_mode & 0o7777)
         backup = unique_path(plan.backup_dir / f"{target.name}-{old_version or 'unknown'}-{stamp}")
         copy_file_atomic(target, backup)
-    service = plan.service
-    was_active = service is not None and service.manager.is_active(service.unit)
     extras = [
         (extra, unique_path(plan.backup_dir / f"{extra.name}-{old_version or 'unknown'}-{stamp}"))
         for extra in plan.extra_backups
@@ -232,7 +268,7 @@ def install_binary(
     extra_saved: list[Saved] = []
     try:
         if service is not None and was_active:
-            service.manager.stop(service.unit)
+            stop_for_switch(service, f"{target.name} {old_version or ''}".strip())
         for extra, saved in extras:
             if extra.exists():
                 st = extra.stat()
@@ -256,7 +292,10 @@ def install_binary(
             raise_after_undo(exc, f"{target.name} {version}", note)
     if record is not None:
         record.commit(run_after_command)
-    log.info("installed %s %s (backup %s)", target, version, backup)
+    if backup is None:
+        log.info("installed %s %s (fresh install, nothing to back up)", target, version)
+    else:
+        log.info("installed %s %s (previous binary kept as %s)", target, version, backup)
     prune_backups(plan.backup_dir, target.name, plan.keep_backups)
     for extra in plan.extra_backups:
         prune_backups(plan.backup_dir, extra.name, plan.keep_backups)

@@ -9,8 +9,12 @@ Contract:
   passes `allow_unverified=True` (then it logs a warning, on every run). It streams the asset (through the
   API's asset URL, whose redirect goes to another host without the token) into a temporary file in
   `dest_dir`, so the later rename stays on one file system; memory use is constant (one chunk). It checks
-  the size announced by the API, refuses an HTML page, and compares the SHA-256. On any failure the
-  temporary file is gone and a one-line error says why; on success the caller owns the file.
+  the size announced by the API, refuses an HTML page, and compares the SHA-256 over the whole file. A
+  connection that breaks off mid-body is resumed with a `Range` request from the byte where it stopped
+  (at most `MAX_RESUMES` times; a server that ignores `Range` sends the whole file again, which restarts
+  the count). On any failure the temporary file is gone and a one-line error says why, with the bytes that
+  really arrived, the asset's name and never a URL's query string (a signed URL's `?sig=` is a secret).
+  On success the caller owns the file.
 - `sweep_stale` removes the hidden temporary files and directories a killed earlier run left behind;
   `journaled_temps` records the temp names a step is about to create in the crash journal first, so the
   next command that takes the run lock removes them even when no upgrade follows.
@@ -29,15 +33,27 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ..errors import UpdatesError
-from ..http import RequestException, Response, Session
+from ..http import (
+    RequestException,
+    Response,
+    Session,
+    StreamError,
+    cannot_reach,
+    connection_problem,
+    scrub_text,
+    scrub_url,
+)
 from ..journal import operation, sweep
+from ..progress import Progress
 from .github import Asset, Release, check_rate_limit
 
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
+MAX_RESUMES = 3
 CHECKSUM_FILE_LIMIT = 1024 * 1024
 _LINE_RE = re.compile(r"^([0-9A-Fa-f]{64}) ([ *])(.+)$")
 
@@ -76,21 +92,24 @@ def parse_checksums(text: str) -> dict[str, str]:
     return sums
 
 
-def _get_asset(session: Session, asset: Asset) -> Response:
+def _get_asset(session: Session, asset: Asset, start: int = 0) -> Response:
+    """The open response for `asset`, from byte `start` on (a `Range` request; 206 expected) when not 0."""
     url = asset.api_url or asset.download_url
+    # identity: the bytes on disk must be the published file; requests would silently gunzip a
+    # `Content-Encoding: gzip` answer, and the size and SHA-256 checks would then fail.
+    headers = {"Accept": "application/octet-stream", "Accept-Encoding": "identity"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
     try:
-        # identity: the bytes on disk must be the published file; requests would silently gunzip a
-        # `Content-Encoding: gzip` answer, and the size and SHA-256 checks would then fail.
-        headers = {"Accept": "application/octet-stream", "Accept-Encoding": "identity"}
         response = session.get(url, headers=headers, stream=True)
     except RequestException as exc:
-        raise DownloadError(f"cannot download {asset.name}: {exc}") from exc
-    if response.status_code != 200:
+        # `from None`: the chained urllib3 text names the full (signed) URL; the log gets it scrubbed.
+        raise DownloadError(f"cannot download {asset.name}: {cannot_reach(url, exc, log)}") from None
+    if response.status_code not in ((200, 206) if start else (200,)):
         with contextlib.closing(response):
             check_rate_limit(response)  # the asset URL is on the API host and counts against the limit
             raise DownloadError(
-                f"cannot download {asset.name}: HTTP {response.status_code} from "
-                f"{response.url.split('?', 1)[0]}"
+                f"cannot download {asset.name}: HTTP {response.status_code} from {scrub_url(response.url)}"
             )
     if "text/html" in response.headers.get("Content-Type", "").lower():
         response.close()
@@ -109,7 +128,8 @@ def _fetch_small(session: Session, asset: Asset) -> str:
                         f"{asset.name}: checksum file larger than {CHECKSUM_FILE_LIMIT} bytes"
                     )
         except RequestException as exc:
-            raise DownloadError(f"cannot download {asset.name}: {exc}") from exc
+            problem = connection_problem(exc)
+            raise DownloadError(f"download of {asset.name} broke off ({problem})") from None
     return data.decode("utf-8", "replace")
 
 
@@ -155,46 +175,47 @@ def download_asset(
     *,
     allow_unverified: bool = False,
     chunk_size: int = CHUNK,
+    resumes: int = MAX_RESUMES,
 ) -> Path:
     """Stream `asset` into a new temporary file in `dest_dir`, verified; return its path."""
     check_verifiable(asset, expected, allow_unverified=allow_unverified)
     # Closed on every path, mkstemp failing included: a response left open keeps its connection (and the
     # server's upload) alive for as long as anything, a traceback say, refers to it.
     with contextlib.closing(_get_asset(session, asset)) as response:
-        return _stream(response, asset, dest_dir, expected, chunk_size)
+        return _stream(session, response, asset, dest_dir, expected, chunk_size=chunk_size, resumes=resumes)
 
 
-def _stream(response: Response, asset: Asset, dest_dir: Path, expected: Expected, chunk_size: int) -> Path:
-    """Write the open `response` into a new temporary file in `dest_dir`, checked; the caller closes it."""
-    announced = response.headers.get("Content-Length")
+def _start_of(response: Response) -> int | None:
+    """Where a 206 answer's bytes start (`Content-Range: bytes 1058-2115/2116`); 0 for a 200."""
+    if response.status_code == 200:
+        return 0
+    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)$", response.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _stream(
+    session: Session,
+    response: Response,
+    asset: Asset,
+    dest_dir: Path,
+    expected: Expected,
+    *,
+    chunk_size: int,
+    resumes: int,
+) -> Path:
+    """Write the open `response` into a new temporary file in `dest_dir`, resuming a break, checked."""
     fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{asset.name}.", suffix=".part")
     tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    received = 0
     try:
-        with os.fdopen(fd, "wb") as out:
-            if asset.size and announced is not None and announced.isdigit() and int(announced) != asset.size:
-                raise DownloadError(
-                    f"{asset.name}: the server announces {announced} bytes, the release says {asset.size}"
-                )
-            try:
-                for chunk in response.iter_content(chunk_size):
-                    received += len(chunk)
-                    if asset.size and received > asset.size:
-                        raise DownloadError(
-                            f"{asset.name}: more bytes than the {asset.size} the release lists"
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
-            except RequestException as exc:
-                raise DownloadError(
-                    f"download of {asset.name} broke off after {received} of {asset.size} bytes: {exc}"
-                ) from exc
+        with os.fdopen(fd, "wb") as out, Progress(asset.name, total=asset.size or None) as bar:
+            received = _receive(
+                session, response, asset, out, chunk_size=chunk_size, resumes=resumes, bar=bar
+            )
             out.flush()
             os.fsync(out.fileno())
         if asset.size and received != asset.size:
             raise DownloadError(f"truncated download of {asset.name}: got {received} of {asset.size} bytes")
-        actual = digest.hexdigest()
+        actual = _sha256_of(tmp)
         if expected.sha256 is not None and actual != expected.sha256:
             raise ChecksumMismatch(
                 f"SHA-256 mismatch for {asset.name}: expected {expected.sha256} "
@@ -206,6 +227,79 @@ def _stream(response: Response, asset: Asset, dest_dir: Path, expected: Expected
         raise
     log.info("downloaded %s (%d bytes, verified against %s)", asset.name, received, expected.source)
     return tmp
+
+
+def _sha256_of(path: Path) -> str:
+    """Over the whole file as written: a resumed download is verified exactly like one in one piece."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _receive(
+    session: Session,
+    response: Response,
+    asset: Asset,
+    out: IO[bytes],
+    *,
+    chunk_size: int,
+    resumes: int,
+    bar: Progress | None = None,
+) -> int:
+    """Copy the body into `out`; on a break, ask again from the byte reached. Returns the bytes written."""
+    received = 0
+    left = resumes
+    current = response
+    try:
+        while True:
+            announced = current.headers.get("Content-Length")
+            if current.status_code == 200:
+                if received:
+                    log.info("%s: the server ignored the range and sends the whole file again", asset.name)
+                    out.seek(0)
+                    out.truncate()
+                    if bar is not None:
+                        bar.update(-received)
+                    received = 0
+                if asset.size and announced and announced.isdigit() and int(announced) != asset.size:
+                    raise DownloadError(
+                        f"{asset.name}: the server announces {announced} bytes, the release says {asset.size}"
+                    )
+            elif _start_of(current) != received:
+                raise DownloadError(
+                    f"{asset.name}: the server resumed at the wrong place "
+                    f"({current.headers.get('Content-Range')!r}, wanted byte {received})"
+                )
+            try:
+                # read1 hands over what has arrived, so a break loses nothing already received.
+                while chunk := current.raw.read1(chunk_size, decode_content=False):
+                    received += len(chunk)
+                    if asset.size and received > asset.size:
+                        raise DownloadError(
+                            f"{asset.name}: more bytes than the {asset.size} the release lists"
+                        )
+                    out.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                return received
+            except (RequestException, StreamError) as exc:
+                problem = connection_problem(exc)
+                log.info("download of %s broke off after %d bytes (%s: %s)", asset.name, received,
+                         type(exc).__name__, scrub_text(str(exc)))
+                if left <= 0 or (asset.size and received >= asset.size):
+                    raise DownloadError(
+                        f"download of {asset.name} broke off after {received} of {asset.size or '?'} bytes "
+                        f"({problem}; resumed {resumes - left} times)"
+                    ) from None
+            left -= 1
+            current.close()
+            log.warning("download of %s broke off after %d bytes; resuming", asset.name, received)
+            current = _get_asset(session, asset, start=received)
+    finally:
+        if current is not response:
+            current.close()
 
 
 def sweep_stale(directory: Path, patterns: Sequence[str], *, older_than: float = 3600.0) -> list[Path]:

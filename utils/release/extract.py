@@ -8,6 +8,8 @@ duplicate names raise `ExtractError`. Only regular files and directories are acc
 - `extract_tree` recreates everything under one top directory of the archive (stored as an entry or only
   implied by its members' paths) in `dest` (a new or an empty directory, which is removed again on
   failure); files get 0755 or 0644 (no setuid/setgid/sticky, no group/other write).
+- Messages name the archive by `label` (the asset and its release, `linux-amd64-filebrowser.tar.gz
+  (release 2.63.23)`), never by the hidden temporary file it was downloaded to.
 - Errors are `ExtractError`s that say which side failed: reading a damaged archive is "not a readable
   tar.gz archive"; writing the output says what and where (`no space left on device writing <path>`).
 """
@@ -36,21 +38,21 @@ class ExtractError(UpdatesError):
     """The archive is unreadable, unsafe, or lacks what the module expects."""
 
 
-def _clean(archive: Path, info: tarfile.TarInfo) -> str:
+def _clean(archive: str, info: tarfile.TarInfo) -> str:
     name = info.name
     if name.startswith("/"):
-        raise ExtractError(f"{archive.name}: refusing absolute member path {name!r}")
+        raise ExtractError(f"{archive}: refusing absolute member path {name!r}")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ExtractError(f"{archive.name}: refusing member path with '..': {name!r}")
+        raise ExtractError(f"{archive}: refusing member path with '..': {name!r}")
     if info.issym() or info.islnk():
-        raise ExtractError(f"{archive.name}: refusing link member {name!r} -> {info.linkname!r}")
+        raise ExtractError(f"{archive}: refusing link member {name!r} -> {info.linkname!r}")
     if not (info.isreg() or info.isdir()):
-        raise ExtractError(f"{archive.name}: refusing special member {name!r} (device, FIFO or other)")
+        raise ExtractError(f"{archive}: refusing special member {name!r} (device, FIFO or other)")
     return "/".join(parts)
 
 
-def _checked_members(archive: Path, tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+def _checked_members(archive: str, tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
     members: dict[str, tarfile.TarInfo] = {}
     try:
         infos = tar.getmembers()  # reads through the whole archive
@@ -61,13 +63,13 @@ def _checked_members(archive: Path, tar: tarfile.TarFile) -> dict[str, tarfile.T
         if not name:
             continue
         if name in members and not (info.isdir() and members[name].isdir()):
-            raise ExtractError(f"{archive.name}: member {name!r} appears twice")
+            raise ExtractError(f"{archive}: member {name!r} appears twice")
         members[name] = info
     return members
 
 
-def _unreadable(archive: Path, exc: BaseException) -> ExtractError:
-    return ExtractError(f"{archive.name}: not a readable tar.gz archive ({exc})")
+def _unreadable(archive: str, exc: BaseException) -> ExtractError:
+    return ExtractError(f"{archive}: not a readable tar.gz archive ({exc})")
 
 
 def _unwritable(exc: OSError, fallback: Path) -> ExtractError:
@@ -77,7 +79,7 @@ def _unwritable(exc: OSError, fallback: Path) -> ExtractError:
 
 
 @contextlib.contextmanager
-def _open(archive: Path) -> Iterator[tarfile.TarFile]:
+def _open(archive: Path, label: str) -> Iterator[tarfile.TarFile]:
     """The archive opened for reading. Only opening is wrapped here: an error raised by the caller's block
     (writing the output, say) must keep its own meaning, not become "not a readable archive"."""
     try:
@@ -85,12 +87,12 @@ def _open(archive: Path) -> Iterator[tarfile.TarFile]:
     except FileNotFoundError:
         raise
     except _READ_ERRORS as exc:
-        raise _unreadable(archive, exc) from exc
+        raise _unreadable(label, exc) from exc
     with tar:
         yield tar
 
 
-def _chunks(archive: Path, source: IO[bytes]) -> Iterator[bytes]:
+def _chunks(archive: str, source: IO[bytes]) -> Iterator[bytes]:
     """The member's bytes; a truncated or corrupt archive shows up here, as a read error."""
     while True:
         try:
@@ -103,7 +105,7 @@ def _chunks(archive: Path, source: IO[bytes]) -> Iterator[bytes]:
 
 
 def _copy_member(
-    archive: Path, tar: tarfile.TarFile, info: tarfile.TarInfo, out_fd: int, *, target: Path, mode: int
+    archive: str, tar: tarfile.TarFile, info: tarfile.TarInfo, out_fd: int, *, target: Path, mode: int
 ) -> None:
     """Copy `info`'s bytes into `out_fd` (closed in any case) with `mode`; `target` names it in errors."""
     try:
@@ -124,27 +126,43 @@ def _copy_member(
         raise _unwritable(exc, target) from exc
 
 
-def list_members(archive: Path) -> list[str]:
+def list_members(archive: Path, *, label: str | None = None) -> list[str]:
     """The archive's checked member names (raises `ExtractError` when any member is unsafe)."""
-    with _open(archive) as tar:
-        return sorted(_checked_members(archive, tar))
+    name = label or archive.name
+    with _open(archive, name) as tar:
+        return sorted(_checked_members(name, tar))
 
 
-def extract_file(archive: Path, member: str, dest_dir: Path, *, mode: int = 0o755) -> Path:
-    """Copy `member` (exact path) into a new temporary file in `dest_dir`; return its path."""
-    with _open(archive) as tar:
-        members = _checked_members(archive, tar)
+def extract_file(
+    archive: Path,
+    member: str,
+    dest_dir: Path,
+    *,
+    mode: int = 0o755,
+    label: str | None = None,
+    anywhere: bool = False,
+) -> Path:
+    """Copy `member` (exact path; with `anywhere`, the one regular file of that name at any depth) into a
+    new temporary file in `dest_dir`; return its path."""
+    name = label or archive.name
+    with _open(archive, name) as tar:
+        members = _checked_members(name, tar)
+        if anywhere:
+            found = [path for path, i in members.items() if i.isreg() and path.rsplit("/", 1)[-1] == member]
+            if len(found) > 1:
+                raise ExtractError(f"{name} holds {len(found)} files named {member!r}: {', '.join(found)}")
+            member = found[0] if found else member
         info = members.get(member.strip("/"))
         if info is None or not info.isreg():
             shown = ", ".join(sorted(members)[:20])
-            raise ExtractError(f"{archive.name} has no file {member!r} (it holds: {shown})")
+            raise ExtractError(f"{name} has no file {member!r} (it holds: {shown})")
         try:
             fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{Path(member).name}.", suffix=".new")
         except OSError as exc:
             raise _unwritable(exc, dest_dir) from exc
         tmp = Path(tmp_name)
         try:
-            _copy_member(archive, tar, info, fd, target=tmp, mode=mode)
+            _copy_member(name, tar, info, fd, target=tmp, mode=mode)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -152,18 +170,19 @@ def extract_file(archive: Path, member: str, dest_dir: Path, *, mode: int = 0o75
     return tmp
 
 
-def extract_tree(archive: Path, top: str, dest: Path) -> None:
+def extract_tree(archive: Path, top: str, dest: Path, *, label: str | None = None) -> None:
     """Recreate the archive's `top/` directory as `dest` (new or empty)."""
     top = top.strip("/")
-    with _open(archive) as tar:
-        members = _checked_members(archive, tar)
+    name = label or archive.name
+    with _open(archive, name) as tar:
+        members = _checked_members(name, tar)
         # The top directory may be implied by its members (tar builders need not store directory entries).
         top_is_file = top in members and not members[top].isdir()
         if top_is_file or not any(n.startswith(top + "/") for n in members):
-            raise ExtractError(f"{archive.name}: expected one top directory {top + '/'!r}")
+            raise ExtractError(f"{name}: expected one top directory {top + '/'!r}")
         outside = [n for n in members if n != top and not n.startswith(top + "/")]
         if outside:
-            raise ExtractError(f"{archive.name}: members outside {top + '/'}: {', '.join(outside[:5])}")
+            raise ExtractError(f"{name}: members outside {top + '/'}: {', '.join(outside[:5])}")
         try:
             dest.mkdir(mode=0o755, exist_ok=True)
             if any(dest.iterdir()):
@@ -172,14 +191,14 @@ def extract_tree(archive: Path, top: str, dest: Path) -> None:
         except OSError as exc:
             raise _unwritable(exc, dest) from exc
         try:
-            _write_tree(archive, tar, members, top, dest)
+            _write_tree(name, tar, members, top, dest)
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
 
 
 def _write_tree(
-    archive: Path, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], top: str, dest: Path
+    archive: str, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], top: str, dest: Path
 ) -> None:
     target = dest
     try:

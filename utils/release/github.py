@@ -6,8 +6,10 @@ Contract:
   API's `Accept` and `X-GitHub-Api-Version` headers. Each response's ETag is cached (atomically) in the
   module's state directory and sent back as `If-None-Match`, so a run with nothing new costs one 304 and no
   body. Drafts are never returned; prereleases only when the query asks for them or pins one.
-- Rate-limit exhaustion raises `RateLimitError` naming the reset time (UTC); every other failure raises a
-  `ReleaseError` with one readable line.
+- Rate-limit exhaustion raises `RateLimitError` naming the reset time (UTC), at once when the wait is long
+  (see `utils.http`); every other failure raises a `ReleaseError` with one readable line: a connection
+  failure in words (`cannot reach the GitHub API at api.github.com: connection refused`), a 401 naming the
+  token variable (`token_env`). No URL in a message carries a query string or credentials.
 The session is passed in (see `utils/http.make_session`), so the token and retry policy stay in one place.
 """
 
@@ -17,6 +19,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +27,7 @@ from typing import Any
 
 from ..errors import UpdatesError
 from ..fsutil import atomic_write_text
-from ..http import RequestException, Response, Session
+from ..http import RequestException, Response, Session, cannot_reach, scrub_url
 from .version import Version
 
 log = logging.getLogger(__name__)
@@ -136,7 +139,15 @@ def check_rate_limit(response: Response) -> None:
     if remaining != "0" and retry_after is None and response.status_code != 429:
         return
     reset = rate_limit_reset(response.headers)
-    when = f"resets at {reset}" if reset else f"retry after {retry_after or '?'} s"
+    if reset and remaining == "0":
+        when = f"resets at {reset}"
+    elif retry_after is not None and retry_after.strip().isdigit():
+        at = datetime.fromtimestamp(time.time() + int(retry_after), tz=timezone.utc)
+        when = f"retry after {int(retry_after)} s, at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    elif reset:
+        when = f"resets at {reset}"
+    else:
+        when = f"retry after {retry_after or '?'} s"
     # Said in the message itself: the orchestrator's summary shows a module's message, not its hint.
     anonymous = "Authorization" not in (response.request.headers if response.request else {})
     advice = "; a token (the variable named by the token_env arg) raises the limit" if anonymous else ""
@@ -153,8 +164,10 @@ class GitHubReleases:
         cache_dir: Path | None = None,
         *,
         write_cache: bool = True,
+        token_env: str = "GITHUB_TOKEN",  # noqa: S107 - the name of a variable, not a secret
     ) -> None:
         self.session = session
+        self.token_env = token_env
         self.api_base = api_base.rstrip("/")
         self.cache_dir = cache_dir
         self.write_cache = write_cache
@@ -233,7 +246,9 @@ class GitHubReleases:
         try:
             response = self.session.get(url, headers=headers)
         except RequestException as exc:
-            raise ReleaseError(f"cannot reach the GitHub API at {self.api_base}: {exc}") from exc
+            # `from None`: the chained urllib3 text would carry the full URL into the log's traceback.
+            where = cannot_reach(url, exc, log).replace("cannot reach ", "", 1)
+            raise ReleaseError(f"cannot reach the GitHub API at {where}") from None
         self.requests_sent += 1
         with contextlib.closing(response):
             if response.status_code == 304 and entry:
@@ -248,14 +263,15 @@ class GitHubReleases:
                 raise ReleaseNotFound(not_found)
             if response.status_code == 401:
                 raise ReleaseError(
-                    "the GitHub API rejected the token (HTTP 401)", hint="check the token variable"
+                    f"the GitHub API rejected the token in ${self.token_env} (HTTP 401); "
+                    f"replace it, or unset {self.token_env} to ask anonymously"
                 )
             if response.status_code != 200:
-                raise ReleaseError(f"GitHub API {path}: HTTP {response.status_code}")
+                raise ReleaseError(f"GitHub API {scrub_url(path)}: HTTP {response.status_code}")
             try:
                 body = response.json()
             except ValueError as exc:
-                raise ReleaseError(f"GitHub API {path}: the answer is not JSON") from exc
+                raise ReleaseError(f"GitHub API {scrub_url(path)}: the answer is not JSON") from exc
             etag = response.headers.get("ETag")
             if cache is not None and etag and self.write_cache:
                 cache.parent.mkdir(parents=True, exist_ok=True)

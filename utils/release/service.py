@@ -3,6 +3,10 @@
 Contract:
 - `ServiceManager(command)` runs `<command> stop|start|is-active --quiet <unit>` through `utils.proc.run`;
   the command is an argument list (default `["systemctl"]`), so tests and non-systemd hosts pass their own.
+  `is_active` reads systemctl's documented exit codes: 0 active, 3 inactive (stopped); 4 "no such unit"
+  raises `ServiceError` naming the unit, and any other answer (a command that does not understand
+  `is-active --quiet`, a missing command) raises `ServiceError` too: an installer that cannot tell whether
+  the service runs must not replace its binary and skip the restart and health check.
 - `poll_health(check)` asks `check.url` until it answers 200 with a body `check.accept` approves, or until
   `check.timeout_s` has passed; then it raises `HealthError` with the last reason seen. It never sends a
   token, never goes through a proxy from the environment, and never retries inside one attempt (the loop
@@ -17,9 +21,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..errors import UpdatesError
-from ..http import RequestException, Session, Timeout, make_session
+from ..errors import CommandError, UpdatesError
+from ..http import RequestException, Session, Timeout, make_session, scrub_url
 from ..proc import run
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,13 @@ log = logging.getLogger(__name__)
 
 class HealthError(UpdatesError):
     """The service did not report healthy within the allowed time."""
+
+
+class ServiceError(UpdatesError):
+    """The service command cannot say whether the unit runs: no such unit, or the command failed."""
+
+
+ACTIVE, INACTIVE, NO_SUCH_UNIT = 0, 3, 4  # `systemctl is-active` exit codes (LSB status codes)
 
 
 @dataclass(frozen=True)
@@ -41,10 +53,43 @@ class ServiceManager:
         return cls(tuple(str(part) for part in command))
 
     def is_active(self, unit: str) -> bool:
-        return (
-            run([*self.command, "is-active", "--quiet", unit], timeout=self.timeout, check=False).returncode
-            == 0
+        """True when `unit` runs, False when it is stopped; `ServiceError` when that cannot be told."""
+        argv = [*self.command, "is-active", "--quiet", unit]
+        shown = " ".join(argv)
+        try:
+            result = run(argv, timeout=self.timeout, check=False)
+        except CommandError as exc:
+            raise ServiceError(f"cannot tell whether the service {unit} runs: {exc}") from exc
+        if result.returncode == ACTIVE:
+            return True
+        if result.returncode == INACTIVE and not self._unit_missing(unit):
+            return False
+        if result.returncode in (INACTIVE, NO_SUCH_UNIT):
+            code = result.returncode
+            raise ServiceError(
+                f"no service unit named {unit!r} (`{shown}` answered exit code {code}"
+                + (", LoadState not-found" if code == INACTIVE else "")
+                + "); "
+                "fix the module's service arg, or set it to \"\" when the tool runs without a service"
+            )
+        said = (result.stderr or result.stdout).decode("utf-8", "replace").strip().splitlines()
+        raise ServiceError(
+            f"cannot tell whether the service {unit} runs: `{shown}` answered exit code {result.returncode}"
+            + (f" ({said[-1][:160]})" if said else "")
+            + "; service_command must understand `is-active --quiet UNIT` as systemctl does"
         )
+
+    def _unit_missing(self, unit: str) -> bool:
+        """systemctl itself answers `is-active` for a unit it has never heard of with 3, like a stopped one:
+        ask it for the unit's LoadState (`not-found`). Other service commands are taken at their word."""
+        if Path(self.command[0]).name != "systemctl":
+            return False
+        argv = [*self.command, "show", "--property=LoadState", "--value", unit]
+        try:
+            result = run(argv, timeout=self.timeout, check=False)
+        except CommandError:
+            return False
+        return result.returncode == 0 and result.stdout.decode("utf-8", "replace").strip() == "not-found"
 
     def stop(self, unit: str) -> None:
         log.info("stopping %s", unit)
@@ -134,12 +179,12 @@ def poll_health(
                 elif not check.accept(body):
                     reason = f"unhealthy body {body.strip()[:120]!r} (want {check.accept.__doc__})"
                 else:
-                    log.info("%s is healthy", check.url)
+                    log.info("%s is healthy", scrub_url(check.url))
                     return
             except RequestException as exc:
                 reason = short_reason(exc)
             if clock() >= deadline:
-                raise HealthError(f"{check.url} not healthy after {check.timeout_s:g} s: {reason}")
+                raise HealthError(f"{scrub_url(check.url)} not healthy after {check.timeout_s:g} s: {reason}")
             sleep(min(check.interval_s, max(0.0, deadline - clock())))
     finally:
         session.close()

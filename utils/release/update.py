@@ -8,7 +8,10 @@ Contract:
   installed (and not allowed), or installed is newer (never a silent downgrade; a pinned downgrade is an
   error).
 - `update_binaries(ctx, repo, components)` runs the whole flow for tools that are single binaries in a
-  tar.gz: one release lookup, then per component: installed version, decision, asset choice, digest,
+  tar.gz: first the installed versions (a tool that is absent and not to be installed costs no request at
+  all: "not installed" and success, so a server without the tool runs offline and quietly), then one
+  release lookup when something is installed or to be installed, then per component: decision, asset
+  choice, digest,
   removal of a killed earlier run's temp files, download, exact-member extraction, `install_binary`
   (with service stop/start, health and undo).
   Dry-run stops after the digest lookup and reports what it would do.
@@ -83,7 +86,11 @@ def open_context(common: CommonArgs, libc_preference: str = "gnu") -> Context:
         backoff=common.http_backoff,
     )
     client = GitHubReleases(
-        session, common.api_url, common.state_dir / "github", write_cache=not common.dry_run
+        session,
+        common.api_url,
+        common.state_dir / "github",
+        write_cache=not common.dry_run,
+        token_env=common.token_env,
     )
     platform = detect_platform(common.arch, None if common.libc == "auto" else common.libc)
     libcs = [common.libc] if common.libc != "auto" else libc_order(platform.libc, libc_preference)
@@ -104,6 +111,15 @@ def lookup(ctx: Context, repo: str) -> tuple[Release, Version]:
 class Decision:
     install: bool
     summary: str
+    fresh: bool = False  # a fresh install (nothing installed before)
+
+
+NOT_INSTALLED = "not installed (set install_missing to install it)"
+
+
+def absent_and_unwanted(current: Version | None, common: CommonArgs) -> bool:
+    """True when the tool is not installed and the args do not ask to install it: nothing to look up."""
+    return current is None and not common.install_missing
 
 
 def decide(
@@ -118,8 +134,8 @@ def decide(
     """What to do about `name`: see the module docstring."""
     if installed is None:
         if install_missing:
-            return Decision(True, f"installed {target}")
-        return Decision(False, f"not installed; set install_missing to install {target}")
+            return Decision(True, f"installed {target}", fresh=True)
+        return Decision(False, NOT_INSTALLED)
     if installed == target:
         note = ""
         if final is not None and installed >= final:
@@ -143,6 +159,10 @@ class BinaryComponent:
     plan: BinaryInstall
     warning: str | None = None  # logged only when an install is about to happen (not on every run)
     path_key: str = "binary_path"  # the arg naming where the binary goes, for messages
+    # For tools without a fixed naming rule (`index.py new`): picks the asset from the release itself
+    # (then `asset_names` is not used), and `member` may name only the file, found anywhere in the archive.
+    choose: Callable[[Release, Platform, Sequence[str]], Asset] | None = None
+    member_anywhere: bool = False
 
 
 def verified_asset(
@@ -151,9 +171,11 @@ def verified_asset(
     version: Version,
     names: Sequence[str],
     checksum_files: Callable[[str, Version], list[str]],
+    *,
+    choose: Callable[[Release, Platform, Sequence[str]], Asset] | None = None,
 ) -> tuple[Asset, Expected]:
     """The asset for this machine and the digest that will verify it (refused here when there is none)."""
-    asset = choose_asset(release, names, ctx.platform)
+    asset = choose(release, ctx.platform, ctx.libcs) if choose else choose_asset(release, names, ctx.platform)
     expected = expected_digest(ctx.session, release, asset, checksum_files(asset.name, version))
     # Refused here, before a dry run reports or a real run downloads; the warning comes with the download.
     check_verifiable(asset, expected, allow_unverified=ctx.common.allow_unverified, warn=ctx.common.dry_run)
@@ -168,10 +190,11 @@ def refuse_symlink(path: Path, what: str) -> None:
 
 
 def would_install(decision: Decision, asset: Asset, expected: Expected) -> str:
-    """The dry-run summary."""
+    """The dry-run summary: `would install 18.19.0 from ...` (fresh), `would install 1.0 -> 1.1 from ...`."""
+    what = decision.summary.removeprefix("installed ") if decision.fresh else decision.summary
     if expected.sha256 is None:
-        return f"would install {decision.summary} from {asset.name} UNVERIFIED (no SHA-256 published)"
-    return f"would install {decision.summary} from {asset.name} (SHA-256 from {expected.source})"
+        return f"would install {what} from {asset.name} UNVERIFIED (no SHA-256 published)"
+    return f"would install {what} from {asset.name} (SHA-256 from {expected.source})"
 
 
 def join_summaries(parts: Sequence[tuple[str, str]]) -> str:
@@ -191,14 +214,21 @@ def update_binaries(
 def _update_binaries(
     ctx: Context, repo: str, components: Sequence[BinaryComponent], final: Version | None
 ) -> dict[str, object]:
-    release, version = lookup(ctx, repo)
     common = ctx.common
+    # What is installed first: a tool that is absent and not to be installed needs no request at all.
+    installed = {comp.name: installed_version(comp.plan.target, comp.plan.probe) for comp in components}
     parts: list[tuple[str, str]] = []
+    if all(absent_and_unwanted(installed[comp.name], common) for comp in components):
+        return {"changed": False, "summary": join_summaries([(c.name, NOT_INSTALLED) for c in components])}
+    release, version = lookup(ctx, repo)
     done: list[str] = []  # the components installed so far in this run
     changed = False
     for comp in components:
         target = comp.plan.target
-        current = installed_version(target, comp.plan.probe)
+        current = installed[comp.name]
+        if absent_and_unwanted(current, common):
+            parts.append((comp.name, NOT_INSTALLED))
+            continue
         decision = decide(
             comp.name,
             current,
@@ -211,8 +241,10 @@ def _update_binaries(
             parts.append((comp.name, decision.summary))
             continue
         refuse_symlink(target, comp.path_key)
-        names = comp.asset_names(ctx.platform, version, ctx.libcs)
-        asset, expected = verified_asset(ctx, release, version, names, comp.checksum_files)
+        names = [] if comp.choose else comp.asset_names(ctx.platform, version, ctx.libcs)
+        asset, expected = verified_asset(
+            ctx, release, version, names, comp.checksum_files, choose=comp.choose
+        )
         if comp.warning:
             log.warning("%s", comp.warning)
         if common.dry_run:
@@ -258,9 +290,15 @@ def _install_component(
             ctx.session, asset, target.parent, expected, allow_unverified=ctx.common.allow_unverified
         ) as archive,
     ):
-        new_file = extract_file(archive, member, target.parent)
+        new_file = extract_file(
+            archive,
+            member,
+            target.parent,
+            label=f"{asset.name} (release {version})",
+            anywhere=comp.member_anywhere,
+        )
         try:
-            install_binary(comp.plan, new_file, version, current, journal=journal)
+            install_binary(comp.plan, new_file, version, current, journal=journal, source=asset.name)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 new_file.unlink()

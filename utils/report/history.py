@@ -3,9 +3,12 @@
 Contract:
 - `make_record(results, started=..., finished=..., exit_code=..., dry_run=...)` builds the record of one run
   (schema 1, below) from the runner's results; `append_run(state, record)` appends it as one line.
-- A record is a JSON object: `schema` (1), `started` and `finished` (ISO 8601 UTC, `2024-06-10T15:23:00Z`),
-  `duration_s`, `ok` (no module failed and not interrupted), `exit_code`, `dry_run`, `interrupted`, and
-  `modules`: a list of `{name, status, duration_s, summary, error}` in run order. Extra keys are allowed.
+- A record is a JSON object (schemas/history-record.schema.json): `schema` (1), `host`, `started` and
+  `finished` (ISO 8601 UTC, `2024-06-10T15:23:00Z`), `duration_s`, `ok` (no module failed and not
+  interrupted), `exit_code`, `dry_run`, `interrupted`, and `modules`: a list of `{name, status, duration_s,
+  summary, error}` in run order. Optional: `only`, `skip` (the run's selection), `error` and `refused`
+  (`lock` or `permissions`) of a run that ran no module, `lock_holder` (`pid`, `since`), `recovered`,
+  `command`. Extra keys are allowed.
 - The append is a single `write()` on a descriptor opened with `O_APPEND`, so a concurrent reader sees whole
   lines (or, after a crash, at worst one truncated last line, which readers skip). Writers are serialised
   by the run lock. Before appending, a file larger than `max_bytes` is rotated with `os.replace`:
@@ -25,6 +28,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import stat
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -97,6 +101,7 @@ def make_record(
     end_ts = finished.timestamp() if isinstance(finished, datetime) else float(finished)
     record: dict[str, Any] = {
         "schema": SCHEMA,
+        "host": socket.gethostname(),
         "started": iso_utc(started),
         "finished": iso_utc(finished),
         "duration_s": round(max(end_ts - start_ts, 0.0), 3),
@@ -146,8 +151,11 @@ def append_run(
     *,
     max_bytes: int = MAX_BYTES,
     keep: int = KEEP,
+    rotate: bool = True,
 ) -> Path:
-    """Append `record` (schema added when missing) as one line; returns the history file's path."""
+    """Append `record` (schema added when missing) as one line; returns the history file's path.
+
+    `rotate=False` for a writer without the run lock (a refused run): it never renames the files."""
     path = history_path(state)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = {"schema": SCHEMA, **record}
@@ -158,7 +166,7 @@ def append_run(
         size = path.lstat().st_size  # a link's own size: it is refused below, not rotated into place
     except FileNotFoundError:
         size = 0
-    if size and size + len(line) > max_bytes and not path.is_symlink():
+    if rotate and size and size + len(line) > max_bytes and not path.is_symlink():
         _rotate(path, keep)
     fd = _open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:

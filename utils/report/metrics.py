@@ -16,6 +16,10 @@ Contract:
     `time() - updates_module_last_success_timestamp_seconds > 2 * 86400` alerts on a module stuck failing.
   - `updates_run_timestamp_seconds` (start of the run), `updates_run_duration_seconds`, `updates_run_ok`
     (1 when no module failed and the run was not interrupted).
+  - `updates_run_refused_timestamp_seconds`: when a run was last refused because another held the lock
+    (exit 75, which the unit counts as success); `mark_refused(previous_text, when)` sets it in the last
+    file and render_metrics carries it over. `updates_run_refused_timestamp_seconds >
+    updates_run_timestamp_seconds` alerts on a stuck run hiding the timer's activations.
 - Label values are escaped as the exposition format requires (backslash, double quote, newline).
 - `write_metrics(path, text)` replaces the file atomically with mode 0644, so node_exporter (not root) can
   read it and never sees a half-written file; its temp file does not end in `.prom`, which the collector
@@ -39,6 +43,7 @@ from ..results import Status
 STATUSES = tuple(Status)
 SUCCESS = Status.succeeded()
 LAST_SUCCESS = "updates_module_last_success_timestamp_seconds"
+REFUSED = "updates_run_refused_timestamp_seconds"
 FILE_MODE = 0o644
 
 _HELP = {
@@ -48,6 +53,7 @@ _HELP = {
     "updates_run_timestamp_seconds": "Start of the last run (Unix time).",
     "updates_run_duration_seconds": "Wall time of the last run.",
     "updates_run_ok": "1 when no module failed in the last run and it was not interrupted, else 0.",
+    REFUSED: "Last time a run was refused because another run held the lock (Unix time).",
 }
 
 # One sample line: name, optional {labels}, value, optional timestamp.
@@ -189,7 +195,34 @@ def render_metrics(
     out.append(f"updates_run_duration_seconds {_number(round(max(finished - run_started, 0.0), 3))}")
     header("updates_run_ok")
     out.append(f"updates_run_ok {int(run_ok)}")
+    refused = previous_refused(previous_text)
+    if refused is not None:
+        header(REFUSED)
+        out.append(f"{REFUSED} {_number(refused)}")
     return "\n".join(out) + "\n"
+
+
+def previous_refused(previous_text: str | None) -> float | None:
+    """The last lock refusal an earlier metrics file recorded, or None."""
+    for raw in (previous_text or "").splitlines():
+        match = _SAMPLE_RE.match(raw.strip())
+        if match and match.group("name") == REFUSED and not match.group("labels"):
+            try:
+                value = float(match.group("value"))
+            except ValueError:
+                return None
+            return value if math.isfinite(value) else None
+    return None
+
+
+def mark_refused(previous_text: str | None, when: float) -> str:
+    """The last metrics file with `updates_run_refused_timestamp_seconds` set to `when` (pure)."""
+    kept = [
+        line for line in (previous_text or "").splitlines()
+        if not (line.startswith(REFUSED) or line.startswith((f"# HELP {REFUSED} ", f"# TYPE {REFUSED} ")))
+    ]  # fmt: skip
+    kept += [f"# HELP {REFUSED} {_HELP[REFUSED]}", f"# TYPE {REFUSED} gauge", f"{REFUSED} {_number(when)}"]
+    return "\n".join(kept) + "\n"
 
 
 def read_previous(path: Path) -> str | None:

@@ -11,8 +11,11 @@ Contract:
   the run failed; `change`: the run failed or a module changed something; `always`), and pings `<ping>` on
   success or `<ping>/fail` on failure with a one-line summary as the body.
 - Delivery never changes a run's outcome: any error (timeout, refused connection, HTTP >= 400) is logged
-  and swallowed; the functions return what happened for the caller's log and for tests. Timeouts are short
-  (connect 3 s, read 5 s by default) and retries few, so a dead receiver costs seconds, not the night.
+  and swallowed; the functions return what happened for the caller's log and for tests. Each attempt's
+  connect and read timeouts together fit its time budget, and a retry is made only when the budget still
+  holds a whole second attempt: the start ping costs at most `START_BUDGET` (3 s) and the end of the run
+  (webhook and ping together) at most `END_BUDGET` (6 s), so dead or hanging receivers cost a run under
+  10 s in all.
 - URLs may carry secrets (a ping UUID, a webhook token): logs show only scheme and host, and the
   messages of delivery errors (which quote the URL or its path) are scrubbed the same way.
 - `requests` is imported lazily, so importing this module costs nothing when no notification is set up.
@@ -21,6 +24,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +38,8 @@ DEFAULT_ON = "failure"
 DEFAULT_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 3.0
 RETRIES = 1
+START_BUDGET = 3.0
+END_BUDGET = 6.0
 
 SessionFactory = Callable[..., Any]
 
@@ -88,8 +94,10 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
-def _timeouts(total: float) -> tuple[float, float]:
-    return (min(CONNECT_TIMEOUT, total), total)
+def _timeouts(timeout: float, budget: float) -> tuple[float, float]:
+    """(connect, read) for one attempt: the read within `timeout`, both together within `budget`."""
+    connect = min(CONNECT_TIMEOUT, timeout, budget / 2)
+    return (connect, max(min(timeout, budget - connect), 0.1))
 
 
 def _default_factory(**kwargs: Any) -> Any:
@@ -104,13 +112,17 @@ def _send(
     url: str,
     timeout: float,
     session_factory: SessionFactory | None,
+    *,
+    budget: float = START_BUDGET,
     **request: Any,
 ) -> bool:
-    """One delivery attempt (with the session's few retries); True when the receiver answered 2xx/3xx."""
+    """One delivery (a retry only when two attempts fit `budget` seconds); True when the receiver answered
+    2xx/3xx."""
     factory = session_factory or _default_factory
-    timeouts = _timeouts(timeout)
+    timeouts = _timeouts(timeout, budget)
+    retries = RETRIES if sum(timeouts) * (RETRIES + 1) <= budget else 0
     try:
-        session = factory(timeout=timeouts, retries=RETRIES)
+        session = factory(timeout=timeouts, retries=retries)
         try:
             response = session.request(method, url, timeout=timeouts, allow_redirects=False, **request)
         finally:
@@ -143,7 +155,8 @@ def ping_start(
     config = _config(cfg)
     if not config.ping_url:
         return None
-    return _send("start ping", "GET", _ping_url(config.ping_url, "start"), DEFAULT_TIMEOUT, session_factory)
+    return _send("start ping", "GET", _ping_url(config.ping_url, "start"), DEFAULT_TIMEOUT, session_factory,
+                 budget=START_BUDGET)  # fmt: skip
 
 
 def should_send_webhook(on: str, exit_ok: bool, changed: bool) -> bool:
@@ -175,10 +188,15 @@ def notify_finished(
     """Send the end-of-run notifications; returns `{"webhook": ..., "ping": ...}` (None: not sent)."""
     config = _config(cfg)
     outcome: dict[str, bool | None] = {"webhook": None, "ping": None}
-    if config.webhook_url and should_send_webhook(config.webhook_on, exit_ok, changed):
+    ends = time.monotonic() + END_BUDGET
+    send_hook = bool(config.webhook_url) and should_send_webhook(config.webhook_on, exit_ok, changed)
+    if config.webhook_url and send_hook:
+        # Half the budget when a ping follows, so a hanging webhook cannot starve the check-in.
+        share = END_BUDGET / 2 if config.ping_url else END_BUDGET
         outcome["webhook"] = _send(
-            "webhook", "POST", config.webhook_url, config.webhook_timeout, session_factory, json=dict(report)
-        )
+            "webhook", "POST", config.webhook_url, config.webhook_timeout, session_factory, budget=share,
+            json=dict(report),
+        )  # fmt: skip
     if config.ping_url:
         outcome["ping"] = _send(
             "success ping" if exit_ok else "failure ping",
@@ -186,6 +204,7 @@ def notify_finished(
             _ping_url(config.ping_url, "" if exit_ok else "fail"),
             DEFAULT_TIMEOUT,
             session_factory,
+            budget=max(ends - time.monotonic(), 0.5),
             data=ping_body(report).encode("utf-8"),
             headers={"Content-Type": "text/plain; charset=utf-8"},
         )

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UpdatesError
+from ..errors import LockHeld, UpdatesError
 from ..paths import Paths
 from ..results import ModuleResult, Status
-from .history import append_run, make_record
-from .metrics import read_previous, render_metrics, write_metrics
+from .history import append_run, iso_utc, make_record
+from .metrics import mark_refused, read_previous, render_metrics, write_metrics
 from .notify import NotifyConfig, notify_finished, ping_start
+from .views import refusal_report
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,37 @@ def publish(
         log.warning("notification failed: %s", exc)
 
 
+def publish_lock_refusal(
+    paths: Paths,
+    config: NotifyConfig,
+    error: LockHeld,
+    *,
+    dry_run: bool,
+    selection: dict[str, Any],
+    metrics_file: Path | None,
+    now: float,
+) -> None:
+    """A run refused by the lock (exit 75, a success for the unit) leaves a history line naming the holder
+    and since when, and the time of the refusal in the metrics, so a stuck run cannot hide the nights."""
+    since = iso_utc(error.since) if error.since is not None else None
+    try:
+        record = make_record(
+            [], started=now, finished=now, exit_code=error.exit_code, dry_run=dry_run, error=str(error),
+            refused="lock", lock_holder={"pid": error.pid, "since": since}, **selection,
+        )  # fmt: skip
+        record["ok"] = False
+        # Without the lock: one O_APPEND write is safe beside the holder's, a rotation would not be.
+        append_run(paths, record, rotate=False)
+    except (OSError, UpdatesError) as exc:
+        log.warning("could not append to the run history: %s", exc)
+    target = metrics_file or (Path(config.metrics_file) if config.metrics_file else None)
+    if target is not None and not dry_run:
+        try:
+            write_metrics(target, mark_refused(read_previous(target), now))
+        except (OSError, UpdatesError) as exc:
+            log.warning("%s", exc)
+
+
 def publish_refusal(
     paths: Paths,
     config: NotifyConfig,
@@ -107,6 +139,7 @@ def publish_refusal(
             exit_code=error.exit_code,
             dry_run=dry_run,
             error=str(error),
+            refused="permissions",
             **selection,
         )
         record["ok"] = False
@@ -116,7 +149,7 @@ def publish_refusal(
     if dry_run:
         return
     try:
-        report = {"ok": False, "dry_run": False, "interrupted": False, "error": str(error), "modules": []}
+        report = refusal_report(str(error), error.exit_code, dry_run=False, refused="permissions")
         notify_finished(config, report, exit_ok=False, changed=False)
     except Exception as exc:  # a notification must never decide a run
         log.warning("notification failed: %s", exc)

@@ -9,6 +9,7 @@ or damaged by hand are shown as far as they can be, never raising. Every text re
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +18,10 @@ from ..results import ModuleResult, Status
 from .history import LastStatus
 
 STATUS_ORDER = (Status.FAILED, Status.CHANGED, Status.OK, Status.SKIPPED)
+# Versions of the JSON documents (schemas/*.schema.json); a reader checks `schema` before relying on keys.
+REPORT_SCHEMA = 1
+STATUS_SCHEMA = 1
+HISTORY_SCHEMA = 1
 HISTORY_HEADERS = ["STARTED", "DURATION", "RESULT", "EXIT", "MODULES", "FAILED"]
 
 
@@ -49,8 +54,10 @@ def _modules(run: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def run_result(run: Mapping[str, Any]) -> str:
-    """`ok`, `failed` or `interrupted`, with `(dry run)` appended for dry runs."""
-    if run.get("interrupted"):
+    """`ok`, `failed`, `refused` or `interrupted`, with `(dry run)` appended for dry runs."""
+    if run.get("refused"):
+        text = "refused"
+    elif run.get("interrupted"):
         text = "interrupted"
     elif run.get("ok") is True:
         text = "ok"
@@ -94,10 +101,20 @@ def format_history(runs: Sequence[Mapping[str, Any]]) -> str:
                 run_result(run),
                 _cell(run.get("exit_code")),
                 status_counts(run),
-                ", ".join(failed) or "-",
+                ", ".join(failed) or refusal_reason(run) or "-",
             ]
         )
     return table(HISTORY_HEADERS, rows)
+
+
+def refusal_reason(run: Mapping[str, Any]) -> str | None:
+    """Why a run that ran no module ended (a refusal's error, and since when the lock's holder held it)."""
+    error = run.get("error")
+    if not isinstance(error, str) or not error:
+        return None
+    holder = run.get("lock_holder")
+    since = holder.get("since") if isinstance(holder, Mapping) else None
+    return _cell(error + (f", since {since}" if isinstance(since, str) else ""))
 
 
 def format_run(run: Mapping[str, Any]) -> str:
@@ -123,9 +140,10 @@ def format_run(run: Mapping[str, Any]) -> str:
 
 
 def history_json(runs: Sequence[Mapping[str, Any]]) -> str:
-    """`{"runs": [...]}` newest first, for `index.py history --json`."""
+    """`{"schema", "host", "runs": [...]}` newest first, for `index.py history --json`."""
+    document = {"schema": HISTORY_SCHEMA, "host": host_name(), "runs": list(runs)}
     # A lone surrogate becomes the six characters `\udc80`: inside a JSON string, the same value again.
-    return printable(json.dumps({"runs": list(runs)}, indent=2, ensure_ascii=False)) + "\n"
+    return printable(json.dumps(document, indent=2, ensure_ascii=False)) + "\n"
 
 
 def last_run_cells(last: Mapping[str, LastStatus], name: str) -> tuple[str, str]:
@@ -164,11 +182,24 @@ def summary_text(
     return printable("\n".join(lines)) + "\n"
 
 
+def host_name() -> str:
+    """This server's name, in every JSON document: many servers may post to one webhook."""
+    return socket.gethostname()
+
+
 def json_report(results: Sequence[ModuleResult], *, interrupted: bool, dry_run: bool, **extra: Any) -> str:
+    """The run report (schemas/run-report.schema.json): `index.py run --json` and the webhook body."""
     ok = not interrupted and all(r.status != Status.FAILED for r in results)
-    report = {"ok": ok, "dry_run": dry_run, "interrupted": interrupted, **extra}
+    report = {"schema": REPORT_SCHEMA, "host": host_name(), "ok": ok, "dry_run": dry_run,
+              "interrupted": interrupted, **extra}  # fmt: skip
     report["modules"] = [r.as_dict() for r in results]
     return json.dumps(report, indent=2) + "\n"
+
+
+def refusal_report(error: str, exit_code: int, *, dry_run: bool, **extra: Any) -> dict[str, Any]:
+    """A run report for a run that ran no module (refused, or a usage or manifest error): same shape."""
+    return {"schema": REPORT_SCHEMA, "host": host_name(), "ok": False, "dry_run": dry_run,
+            "interrupted": False, "exit_code": exit_code, "error": error, **extra, "modules": []}  # fmt: skip
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

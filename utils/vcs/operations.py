@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -42,6 +43,7 @@ from ..paths import Paths
 from ..recovery import recover, run_after_command
 from ..schema import NAME_RE
 from .git import PUSH_TIMEOUT, Git, TreeFile
+from .signing import Signature, load_signers, tag_signature
 from .tags import ModuleTag, check_version, format_tag, newest_first, parse_tag
 from .treeswap import exchange, move_tree, write_tree
 
@@ -111,6 +113,14 @@ def module_tags(name: str, git: Git) -> list[ModuleTag]:
     return newest_first(found)
 
 
+def tag_signatures(tags: list[ModuleTag], *, paths: Paths, git: Git) -> dict[str, Signature | None]:
+    """tag -> its signature against the allowed-signers file; None for every tag when signing is off."""
+    signers = load_signers(paths.root)
+    if signers is None:
+        return {t.tag: None for t in tags}
+    return {t.tag: tag_signature(git, signers, f"refs/tags/{t.tag}") for t in tags}
+
+
 def _uncommitted(git: Git, name: str) -> list[str]:
     excludes = [f":(exclude,glob){name}/{pattern}" for pattern in _IGNORED_GLOBS]
     out = git.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", f"{name}/", *excludes)
@@ -138,7 +148,9 @@ def _committer_env(git: Git) -> dict[str, str]:
     return {"GIT_COMMITTER_NAME": "updates", "GIT_COMMITTER_EMAIL": f"updates@{socket.gethostname()}"}
 
 
-def create_tag(name: str, version: str | None, *, paths: Paths, git: Git, now: datetime | None) -> str:
+def create_tag(
+    name: str, version: str | None, *, paths: Paths, git: Git, now: datetime | None, sign: bool = False
+) -> str:
     entry = module_entry(paths, name)
     version = version or entry.version
     if not version:
@@ -176,8 +188,25 @@ def create_tag(name: str, version: str | None, *, paths: Paths, git: Git, now: d
     if git.run("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}", check=False).returncode == 0:
         raise RollbackError(f"tag {tag} already exists on another commit", hint="try again in a second")
     message = f"{name} {version}\n\nchecksum {digest}\n"
-    git.run("tag", "-a", "-m", message, tag, head, env=_committer_env(git))
-    log.info("%s: tagged %s as %s", name, head[:12], tag)
+    if sign:
+        # The operator's own git config names the key (gpg.format=ssh, user.signingKey); a missing one is
+        # git's error, said in one line.
+        result = git.run("tag", "-s", "-m", message, tag, head, env=_committer_env(git), check=False)
+        made = git.run("cat-file", "tag", f"refs/tags/{tag}", check=False)
+        if result.returncode == 0 and b"\n-----BEGIN " not in made.stdout:
+            # git 2.39 makes an unsigned tag and exits 0 when ssh-keygen cannot read the key: never keep one.
+            git.run("tag", "-d", tag, check=False)
+            detail = made.stdout.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no signature"]
+            result = subprocess.CompletedProcess(result.args, 1, b"", detail[0].encode())
+        if result.returncode != 0:
+            lines = result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"]
+            raise RollbackError(
+                f"cannot sign the tag {tag}: {lines[-1]}",
+                hint="git config gpg.format ssh && git config user.signingKey ~/.ssh/id_ed25519",
+            )
+    else:
+        git.run("tag", "-a", "-m", message, tag, head, env=_committer_env(git))
+    log.info("%s: tagged %s as %s%s", name, head[:12], tag, " (signed)" if sign else "")
     return tag
 
 
@@ -277,6 +306,15 @@ def perform_rollback(
         if chosen is None:
             known = ", ".join(dict.fromkeys(t.version for t in tags)) or "none"
             raise RollbackError(f"{name}: no tag for version {target} (tagged versions: {known})")
+        signers = load_signers(paths.root)
+        if signers is not None and not force:
+            signature = tag_signature(git, signers, f"refs/tags/{chosen.tag}")
+            if not signature.good:
+                raise RollbackError(
+                    f"{name}: the tag {chosen.tag} is {signature.describe()}; with signing on, `run` would "
+                    "refuse the restored code",
+                    hint="sign the tag (rollback.py tag --sign on that commit), or pass --force",
+                )
         files = git.read_tree(chosen.commit, f"{prefix}{name}")
         describe = f"rollback of {name} ({entry.version or 'no version'} -> {chosen.version})"
         record = begin(journal_dir(paths.state), "rollback", describe=describe, module=name)
@@ -351,7 +389,8 @@ def _swap_in(
     step("swapped")
     move_tree(new_dir, backup)  # a copy when on another file system; the original goes with the staging
     step("backed-up")
-    update_entry(paths.manifest, name, {"version": chosen.version, "checksum": digest})
+    # lastApplied was the newer version's run: the restored one has not been applied yet.
+    update_entry(paths.manifest, name, {"version": chosen.version, "checksum": digest, "lastApplied": None})
     log.info("%s: rolled back %s -> %s (%s); previous directory in %s",
              name, entry.version, chosen.version, chosen.tag, backup)  # fmt: skip
     return RollbackResult(name, chosen.version, entry.version, chosen.tag, digest, backup=backup)
