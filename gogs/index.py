@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.argspec import arg_error, path_arg, url_arg
-from ..utils.journal import module_journal_dir
+from ..utils.journal import inode, module_journal_dir
 from ..utils.release.appdir import DirectoryInstall, install_directory
 from ..utils.release.args import read_args
 from ..utils.release.assets import Platform
@@ -175,11 +175,14 @@ def update(
         downloaded(ctx.session, asset, parent, expected, allow_unverified=common.allow_unverified) as archive,
     ):
         new_dir = Path(tempfile.mkdtemp(dir=parent, prefix=staging))
+        staged = inode(new_dir)
         try:
             extract_tree(archive, "gogs", new_dir, label=f"{asset.name} (release {version})")
             install_directory(plan, new_dir, version, current, journal=journal)
         finally:
-            if new_dir.exists():
+            # Only our own staging tree: after the exchange this name holds the previous install (its data/
+            # included) until it moves to the backups, and a failed undo leaves it there for the journal.
+            if inode(new_dir) == staged:
                 with contextlib.suppress(OSError):
                     shutil.rmtree(new_dir)
     return {"changed": True, "summary": decision.summary}

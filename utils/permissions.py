@@ -140,8 +140,10 @@ def check_tree(path: Path, *, euid: int | None = None, allow_links: bool = False
         except OSError as exc:
             problems.append(f"{directory}: cannot check: {exc.strerror or exc}")
             continue
-        dirs = sorted((e for e in entries if _is_dir(e)), key=lambda e: e.name)
-        files = sorted((e for e in entries if not _is_dir(e)), key=lambda e: e.name)
+        entries.sort(key=lambda e: e.name)
+        kinds = [_is_dir(e) for e in entries]
+        dirs = [e for e, is_dir in zip(entries, kinds, strict=True) if is_dir]
+        files = [e for e, is_dir in zip(entries, kinds, strict=True) if not is_dir]
         for entry in dirs + files:
             try:
                 child_st = entry.stat(follow_symlinks=False)

@@ -21,9 +21,10 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import UpdatesError
+from .errors import UnsafePermissions, UpdatesError
 from .lock import STATE_DIR_MODE, hold_existing_lock
 from .paths import Paths
+from .permissions import check_tree, enforced
 
 
 def _is_real_dir(path: Path) -> bool:
@@ -108,7 +109,9 @@ def _move(old: Path, new: Path) -> None:
 def _merge(old: Path, state: Path) -> None:
     """Move each entry of `old` into an unused `state` (see `_unused`), but its lock; what `state`
     already has (its logs) stays, and the old one is left in `old`."""
-    for entry in sorted(old.iterdir()):
+    # The journal first: a kill part-way must never leave an unfinished change behind in the old place,
+    # which the next run, seeing the new place in use, would only set aside.
+    for entry in sorted(old.iterdir(), key=lambda e: (e.name != "journal", e.name)):
         target = state / entry.name
         if entry.name == "updates.lock":
             continue
@@ -133,6 +136,12 @@ def move_legacy_state(paths: Paths) -> str | None:
     old = _legacy(paths)
     if old is None:
         return None
+    if enforced() and (problems := check_tree(old)):
+        # Whoever could change the old state would hand root its journal, backups and history.
+        raise UnsafePermissions(
+            f"refusing to take over the state of an earlier version in {old}: {problems[0]}",
+            hint=f"check what is in it, then `chown -R root:root {old} && chmod -R go-w {old}`, or remove it",
+        )
     lock = old / "updates.lock"
     with (
         hold_existing_lock(lock, f"a run of an earlier version holds the lock {lock}"),
@@ -169,6 +178,6 @@ def move_legacy_state_or_refuse(paths: Paths) -> str | None:
         return move_legacy_state(paths)
     except OSError as exc:
         raise UpdatesError(
-            f"cannot move the state of an earlier version from {paths.legacy_state}: {exc}",
+            f"cannot move the state of an earlier version from {paths.legacy_state}: {exc.strerror or exc}",
             hint=f"move it to {paths.state} by hand",
         ) from exc

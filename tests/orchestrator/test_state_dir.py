@@ -163,3 +163,24 @@ def test_a_subprocess_status_creates_nothing(tmp_path: Path) -> None:
     assert proc.stdout.splitlines()[-1] == (
         f"state directory: {state} (UPDATES_STATE_DIR; not created yet: no run has used it)"
     )
+
+
+def test_a_dry_run_moves_nothing_and_old_state_another_user_can_change_is_refused(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = root / "state"
+    (old / "journal").mkdir(parents=True)
+    (old / "history.jsonl").write_text('{"schema": 1, "started": "2024-06-10T15:23:00Z", "modules": []}\n')
+    assert main(["run", "--dry-run"], root=root) == 0
+    assert (old / "history.jsonl").exists()
+    if os.geteuid() != 0:
+        return  # the ownership check applies to root's runs only
+    os.chown(old / "journal", 4242, 4242)
+    capsys.readouterr()
+    assert main(["run"], root=root) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        f"error: refusing to take over the state of an earlier version in {old}: "
+        f"{old / 'journal'}: owned by uid 4242, not root"
+    )
+    assert (old / "journal").is_dir() and (old / "history.jsonl").exists()

@@ -14,7 +14,13 @@ from git_support import MODULE, Repo, repo_fixture, rollback_template_fixture, s
 from signing_support import Signed, keys_fixture, signed_fixture, write_version  # noqa: F401
 from updates.utils.vcs.git import Git
 from updates.utils.vcs.pull import PullRefused, merge_manifest, pull
-from updates.utils.vcs.signing import UntrustedCode, load_signers
+from updates.utils.vcs.signing import (
+    UntrustedCode,
+    commit_signature,
+    head_signature,
+    load_signers,
+    signed_tree_problems,
+)
 
 
 def tree(repo: Repo) -> dict[str, tuple[bytes, int]]:
@@ -61,6 +67,19 @@ def test_a_signed_tag_is_enough_when_the_commit_is_not(signed: Signed) -> None:
     signed.tag("release-2.0.0", signer="bob")
     result = do_pull(signed, ref="release-2.0.0")
     assert result.new == new and result.signature.principal == "bob@example.org"
+    # The nightly gate accepts what pull accepted: HEAD is unsigned, the tag pull deployed is signed.
+    signers = load_signers(signed.server.root, environ={"UPDATES_ALLOWED_SIGNERS": str(signed.signers)})
+    assert signers is not None
+    assert head_signature(Git(signed.server.root), signers).principal == "bob@example.org"
+    assert (
+        signed_tree_problems(
+            Git(signed.server.root), signers, signed.server.root, signed.server.paths.manifest
+        )
+        == []
+    )
+    # ... and only while that tag is what is checked out.
+    signed.server.git("commit", "-q", "--allow-empty", "-m", "unsigned local commit")
+    assert head_signature(Git(signed.server.root), signers).state == "unsigned"
 
 
 def test_an_unsigned_commit_is_refused(signed: Signed) -> None:
@@ -89,6 +108,43 @@ def test_a_tampered_signature_is_refused(signed: Signed) -> None:
     ).stdout.decode().strip()  # fmt: skip
     signed.upstream.git("update-ref", "refs/heads/main", forged)
     refused(signed, r"bad signature")
+
+
+FAKE_GPG = """#!/bin/sh
+# A checker that calls every OpenPGP signature good, as a hostile repository config could name one.
+cat >/dev/null
+echo "[GNUPG:] NEWSIG"
+echo "[GNUPG:] GOODSIG 0123456789ABCDEF attacker"
+echo "[GNUPG:] VALIDSIG 0123456789ABCDEF0123456789ABCDEF01234567 2026-01-01 0 4 0 1 8 00 0123456789ABCDEF0123456789ABCDEF01234567"
+echo "[GNUPG:] TRUST_ULTIMATE 0 pgp"
+exit 0
+"""
+
+
+def test_an_openpgp_signature_never_counts_whatever_the_repository_config_says(
+    signed: Signed, tmp_path
+) -> None:
+    fake = tmp_path / "fake-gpg"
+    fake.write_text(FAKE_GPG)
+    fake.chmod(0o755)
+    signed.upstream.git("config", "gpg.program", str(fake))
+    raw = signed.upstream.git("cat-file", "commit", "HEAD")
+    header = raw.partition("\n\n")[0]
+    header = "\n".join(line for line in header.splitlines() if not line.startswith(("gpgsig", " ")))
+    forged_sig = "gpgsig -----BEGIN PGP SIGNATURE-----\n \n iQEzBAABCAAdFiEE\n -----END PGP SIGNATURE-----"
+    forged = subprocess.run(
+        ["git", "-C", str(signed.upstream.root), "hash-object", "-t", "commit", "-w", "--stdin"],
+        input=f"{header}\n{forged_sig}\n\nforged release\n".encode(), capture_output=True, check=True, timeout=30,
+    ).stdout.decode().strip()  # fmt: skip
+    # Without the pinned checkers this repository's own config would call it good.
+    plain = signed.upstream.git("log", "-1", "--format=%G?", forged)
+    assert plain == "G"
+    signers = load_signers(signed.server.root, environ={"UPDATES_ALLOWED_SIGNERS": str(signed.signers)})
+    assert signers is not None
+    assert not commit_signature(Git(signed.upstream.root), signers, forged).good
+    signed.upstream.git("update-ref", "refs/heads/main", forged)
+    signed.server.git("config", "gpg.program", str(fake))
+    refused(signed, r"\(\w+\) is (bad signature|not signed|signed by a key that is not allowed)")
 
 
 def test_an_older_signed_tag_is_a_downgrade(signed: Signed) -> None:
@@ -135,7 +191,10 @@ def test_the_root_of_trust_is_refused_when_others_can_change_it(signed: Signed) 
     inside.write_text(signed.keys.line("eve"))
     with pytest.raises(UntrustedCode, match="inside the checkout"):
         load_signers(signed.server.root, environ={"UPDATES_ALLOWED_SIGNERS": str(inside)})
-    assert load_signers(signed.server.root, environ={"UPDATES_ALLOWED_SIGNERS": str(signed.signers) + "x"}) is None
+    assert (
+        load_signers(signed.server.root, environ={"UPDATES_ALLOWED_SIGNERS": str(signed.signers) + "x"})
+        is None
+    )
 
 
 def test_a_failure_after_the_reset_puts_the_old_commit_back(signed: Signed) -> None:

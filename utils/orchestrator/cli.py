@@ -219,7 +219,8 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
         return report_early_error(UnsafePermissions(refusal, hint=FIX_HINT))
     read_only = opts.command in READ_ONLY
     moved = None
-    if not read_only:
+    # A dry run changes nothing, not even where the state lives (`status` says it will move).
+    if not read_only and not getattr(opts, "dry_run", False):
         try:
             # Before the log file: under UPDATES_STATE_DIR it lives in the state directory, which must
             # still be empty for the old one to take its place.

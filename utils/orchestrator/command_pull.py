@@ -28,7 +28,7 @@ from ..vcs.signing import (
     DEFAULT_SIGNERS,
     ENV_VAR,
     UntrustedCode,
-    commit_signature,
+    head_signature,
     load_signers,
     signed_tree_problems,
     signers_path,
@@ -39,7 +39,8 @@ def _record(paths: Paths, started: float, exit_code: int, **extra: Any) -> None:
     record = make_record([], started=started, finished=time.time(), exit_code=exit_code, dry_run=False,
                          command="pull", **extra)  # fmt: skip
     try:
-        append_run(paths, record)
+        # After pull let go of the run lock: append only, never rotate (rotation is for lock holders).
+        append_run(paths, record, rotate=False)
     except (OSError, UpdatesError) as exc:
         sys.stderr.write(f"warning: could not append to the run history: {exc}\n")
 
@@ -75,10 +76,8 @@ def signing_gate(paths: Paths) -> str | None:
         return None
     git = Git(paths.root)
     try:
-        signature = commit_signature(git, signers, "HEAD")
-        problems = (
-            signed_tree_problems(git, signers, paths.root, paths.manifest) if signature.good else []
-        )
+        signature = head_signature(git, signers)
+        problems = signed_tree_problems(git, signers, paths.root, paths.manifest) if signature.good else []
     except UpdatesError as exc:
         raise UntrustedCode(f"signing is on and the checkout cannot be checked: {exc}") from exc
     if not signature.good:

@@ -233,12 +233,13 @@ def install_directory(
             note, undone = _undo(plan, switch, was_active)
             if record is not None and undone:
                 record.discard()  # done here; a failed undo stays in the journal for the next command
-            # Each failed copy holds a whole data/: a release that fails every night must not fill the disk.
-            try:
-                prune_backups(plan.backup_dir, f"{install_dir.name}-failed", plan.keep_backups)
-            except OSError as prune_exc:
-                log.warning("cannot prune the failed copies in %s: %s", plan.backup_dir, prune_exc)
-            raise_after_undo(exc, f"{install_dir.name} {version}", note)
+        # Outside the shield: removing a whole data/ may take long, and the undo's time limit is for the undo.
+        # Each failed copy holds one: a release that fails every night must not fill the disk.
+        try:
+            prune_backups(plan.backup_dir, f"{install_dir.name}-failed", plan.keep_backups)
+        except OSError as prune_exc:
+            log.warning("cannot prune the failed copies in %s: %s", plan.backup_dir, prune_exc)
+        raise_after_undo(exc, f"{install_dir.name} {version}", note)
     if record is not None:
         record.commit(run_after_command)
     log.info("installed %s %s; previous directory kept as %s", install_dir, version, backup)

@@ -98,8 +98,12 @@ def raise_after_undo(exc: BaseException, what: str, note: str) -> NoReturn:
         raise exc
     if isinstance(exc, StopFailed):
         # Nothing was switched: the message says so itself; only a failed restart or undo is news.
-        bad = ("ROLLBACK FAILED", "does not come up")
-        extra = note[note.index("; ", 1) :] if any(b in note for b in bad) and "; " in note[1:] else ""
+        if "ROLLBACK FAILED" in note:
+            extra = note  # the whole of it: where the previous binary is now
+        elif "does not come up" in note and "; " in note[1:]:
+            extra = note[note.index("; ", 1) :]  # the restart's failure, not the routine put-back
+        else:
+            extra = ""
         raise InstallError(f"{exc}{extra}") from exc
     raise InstallError(f"{what} failed: {exc}{note}") from exc
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..digest import CHECKSUM_FILE, compute_folder_sha256, digest_of_files
-from ..errors import ChecksumError, CommandError, UpdatesError
+from ..digest import CHECKSUM_FILE, digest_of_files
+from ..errors import CommandError, UpdatesError
 from ..fsutil import atomic_write_bytes
 from ..journal import Recovered, begin, command, journal_dir, restore_file
 from ..journal import remove as remove_action
@@ -38,7 +38,17 @@ from ..manifest import dump
 from ..paths import Paths
 from ..recovery import recover, run_after_command
 from .git import Git
-from .signing import CODE_FIELDS, Signature, Signers, commit_signature, signed_tree_problems, tag_signature
+from .operations import live_problem
+from .signing import (
+    CODE_FIELDS,
+    DEPLOYED,
+    ROLLBACK_SUFFIX,
+    Signature,
+    Signers,
+    commit_signature,
+    signed_tree_problems,
+    tag_signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +138,12 @@ def _fetch(git: Git, remote: str, src: str) -> None:
 
 def _signature(git: Git, signers: Signers) -> Signature:
     """Good when the fetched tag or, failing that, its commit is signed by an allowed key."""
-    kind = git.run("cat-file", "-t", INCOMING).stdout.strip()
     commit_sig = commit_signature(git, signers, f"{INCOMING}^{{commit}}")
-    if kind == b"tag":
-        tag_sig = tag_signature(git, signers, INCOMING)
-        if tag_sig.good or not commit_sig.good:
-            return tag_sig if tag_sig.good or tag_sig.state != "unsigned" else commit_sig
-    return commit_sig
+    if commit_sig.good:
+        return commit_sig
+    # tag_signature says "unsigned" for a plain commit too; a tag's own verdict is the more telling one.
+    tag_sig = tag_signature(git, signers, INCOMING)
+    return tag_sig if tag_sig.state != "unsigned" else commit_sig
 
 
 def _is_ancestor(git: Git, older: str, newer: str) -> bool:
@@ -179,7 +188,8 @@ def _local_edits(git: Git, signers: Signers, paths: Paths, head: str, manifest_r
     """What the move would overwrite: see the module docstring."""
     problems = [
         p for p in signed_tree_problems(git, signers, paths.root, paths.manifest, head)
-        if not p.startswith(f"{manifest_rel}: ")  # a rollback's version and checksum: checked below
+        # A rolled-back module's version and checksum: its directory is checked as sealed below.
+        if not (p.startswith(f"{manifest_rel}: ") and p.endswith(ROLLBACK_SUFFIX))
     ]  # fmt: skip
     # --no-optional-locks: a status must not rewrite the index (a kill would leave index.lock behind).
     out = git.run("--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=no").stdout
@@ -191,15 +201,10 @@ def _local_edits(git: Git, signers: Signers, paths: Paths, head: str, manifest_r
             or ("/" not in rel and rel in ("index.py", "__init__.py"))
         ):
             continue
-        top = rel.split("/")[0]
-        directory = paths.root / top
-        if "/" in rel and (directory / CHECKSUM_FILE).is_file():
-            try:
-                sealed = (directory / CHECKSUM_FILE).read_text().strip() == compute_folder_sha256(directory)
-            except (OSError, ChecksumError):
-                sealed = False
-            if sealed:
-                continue
+        # A module directory that matches its own checksum file was put there by a rollback (its backup
+        # keeps the old one); an unsealed edit would be lost.
+        if "/" in rel and live_problem(paths.root / rel.split("/")[0])[1] is None:
+            continue
         problems.append(f"{rel} has local changes")
     return problems
 
@@ -254,7 +259,9 @@ def pull(
                 f"{shown_ref} ({target[:12]}) is {signature.describe()}; not moving",
                 hint=f"only code signed by a key in {signers.path} is pulled",
             )
+        incoming = git.text("rev-parse", "--verify", INCOMING)
         if target == head:
+            git.run("update-ref", DEPLOYED, incoming)  # one atomic ref write: the gate's view of what is here
             return PullResult(head, target, signature, shown_ref, moved=False, recovered=recovered)
         downgrade = not _is_ancestor(git, head, target)
         if downgrade and not allow_downgrade:
@@ -281,12 +288,20 @@ def pull(
         )
         # Whatever instant a kill lands, these put the old commit and the old manifest back: git's own lock
         # files first (a killed git leaves them and refuses to run), then a hard reset, then the manifest.
-        locks = [git_dir / "index.lock", git_dir / "HEAD.lock", git_dir / "ORIG_HEAD.lock"]
+        locks = [git_dir / "index.lock", git_dir / "HEAD.lock", git_dir / "ORIG_HEAD.lock",
+                 git_dir / f"{DEPLOYED}.lock"]  # fmt: skip
+        was_deployed = (
+            git.run("rev-parse", "--verify", "--quiet", DEPLOYED, check=False).stdout.decode().strip()
+        )
+        put_back_deployed = (
+            ["update-ref", DEPLOYED, was_deployed] if was_deployed else ["update-ref", "-d", DEPLOYED]
+        )
         if branch:
             locks.append(git_dir / "refs" / "heads" / f"{branch}.lock")
         record.will_undo(
             *(remove_action(lock) for lock in locks),
             command([git_bin, "-C", str(paths.root), "reset", "--quiet", "--hard", head], RESET_TIMEOUT),
+            command([git_bin, "-C", str(paths.root), *put_back_deployed], RESET_TIMEOUT),
             restore_file(
                 manifest_file, hashlib.sha256(current_bytes).hexdigest(), record.save_copy(manifest_file)
             ),
@@ -296,6 +311,7 @@ def pull(
         try:
             git.run("reset", "--quiet", "--hard", target, timeout=RESET_TIMEOUT)
             atomic_write_bytes(manifest_file, merged)
+            git.run("update-ref", DEPLOYED, incoming)
             step("moved")
         except BaseException:
             record.revert(run_after_command)

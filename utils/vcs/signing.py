@@ -39,10 +39,13 @@ from .git import Git
 from .tags import parse_tag
 
 ENV_VAR = "UPDATES_ALLOWED_SIGNERS"
+# What `pull` last deployed (a signed tag or a commit): the gate accepts a HEAD that only its tag signed.
+DEPLOYED = "refs/updates/deployed"
 DEFAULT_SIGNERS = Path("/etc/updates/allowed_signers")
 # What the checkout runs besides the module directories (which the checksums cover).
 CODE_PATHS = ("utils", "config", "index.py", "__init__.py")
 # `script` (a legacy entry's shell script) and `dryRunAware` describe code too, so they are the signer's.
+ROLLBACK_SUFFIX = "is neither the signed commit's nor a signed tag's"
 CODE_FIELDS = ("name", "children", "version", "checksum", "script", "dryRunAware")
 _GOOD_TAG = re.compile(r'Good "git" signature for (?P<who>.+?) with (?P<kind>\S+) key (?P<key>\S+)')
 _ANY_KEY = re.compile(r'Good "git" signature with \S+ key (?P<key>\S+)')
@@ -61,14 +64,21 @@ class Signers:
 
     path: Path
     ssh_keygen: str
+    refuse: str = "/bin/false"  # the checker for every signature that is not SSH
 
     def config(self) -> list[str]:
         """`git -c` options that pin how signatures are checked, whatever the repository's config says."""
+        # git picks the checker by the signature's own header, whatever gpg.format says: an OpenPGP or X.509
+        # signature would go to gpg.program, which a repository's config could name. Those checkers are
+        # pinned to `false`, so only an SSH signature against the allowed-signers file can pass.
         return [
             "-c", "gpg.format=ssh",
             "-c", f"gpg.ssh.allowedSignersFile={self.path}",
             "-c", f"gpg.ssh.program={self.ssh_keygen}",
             "-c", "gpg.ssh.revocationFile=",
+            "-c", f"gpg.program={self.refuse}",
+            "-c", f"gpg.openpgp.program={self.refuse}",
+            "-c", f"gpg.x509.program={self.refuse}",
         ]  # fmt: skip
 
 
@@ -143,7 +153,7 @@ def load_signers(
             "cannot check signatures: ssh-keygen is not installed",
             hint="install it (Debian/Ubuntu: apt-get install openssh-client)",
         )
-    return Signers(path, keygen)
+    return Signers(path, keygen, shutil.which("false", path=SAFE_PATH) or "/bin/false")
 
 
 def commit_signature(git: Git, signers: Signers, rev: str) -> Signature:
@@ -152,7 +162,7 @@ def commit_signature(git: Git, signers: Signers, rev: str) -> Signature:
         *signers.config(), "log", "-1", "--no-show-signature", "--format=%G?%x00%GS%x00%GK", rev, "--"
     ).stdout.decode("utf-8", "replace")
     code, principal, key = [*out.rstrip("\n").split("\0"), "", ""][:3]
-    if code == "G":
+    if code == "G" and key.startswith("SHA256:"):  # an SSH key's fingerprint: never another kind
         return Signature("good", principal, key)
     if code == "N":
         return Signature("unsigned")
@@ -161,6 +171,19 @@ def commit_signature(git: Git, signers: Signers, rev: str) -> Signature:
     reasons = {"B": "it does not match the commit", "X": "expired", "Y": "made by an expired key",
                "R": "made by a revoked key", "E": "it cannot be checked"}  # fmt: skip
     return Signature("bad", key=key, detail=reasons.get(code, f"git says {code!r}"))
+
+
+def head_signature(git: Git, signers: Signers) -> Signature:
+    """HEAD's signature, or that of the tag `pull` deployed when it points at HEAD and HEAD is unsigned."""
+    commit_sig = commit_signature(git, signers, "HEAD")
+    if commit_sig.good:
+        return commit_sig
+    deployed = git.run("rev-parse", "--verify", "--quiet", f"{DEPLOYED}^{{commit}}", check=False)
+    if deployed.returncode == 0 and deployed.stdout.strip().decode() == git.text("rev-parse", "HEAD"):
+        tag_sig = tag_signature(git, signers, DEPLOYED)
+        if tag_sig.good:
+            return tag_sig
+    return commit_sig
 
 
 def tag_signature(git: Git, signers: Signers, ref: str) -> Signature:
@@ -172,7 +195,8 @@ def tag_signature(git: Git, signers: Signers, ref: str) -> Signature:
     result = git.run(*signers.config(), "verify-tag", "--raw", ref, check=False)
     text = result.stderr.decode("utf-8", "replace")
     good = _GOOD_TAG.search(text)
-    if result.returncode == 0 and good:
+    ssh = b"\n-----BEGIN SSH SIGNATURE-----" in git.run("cat-file", "tag", ref).stdout
+    if result.returncode == 0 and good and ssh:
         return Signature("good", good["who"], good["key"])
     if "no signature found" in text:
         return Signature("unsigned")
@@ -212,6 +236,9 @@ def _on_disk(root: Path) -> Iterator[str]:
             continue
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", ".pytest_cache"))
+            # os.walk lists a link to a directory among the directories and never enters it: report the
+            # link itself, so a planted `utils/pkg -> /elsewhere` is a file the signed commit lacks.
+            filenames += [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
             for filename in filenames:
                 if not filename.endswith(".pyc"):
                     yield (Path(dirpath) / filename).relative_to(root).as_posix()
@@ -321,6 +348,6 @@ def signed_tree_problems(
         if not _signed_rollback(git, signers, name, mine, manifest_rel):
             problems.append(
                 f"{manifest_rel}: {name} {mine.get('version')} (checksum {str(mine.get('checksum'))[:12]}) "
-                "is neither the signed commit's nor a signed tag's"
+                f"{ROLLBACK_SUFFIX}"
             )
     return problems
