@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..utils.argspec import ArgsError
 from .domains import INVALID, RESERVED, normalize
-from .parallel import unique_sorted
+from .order import unique_sorted
 
 MANY_SUFFIXES = 64
 

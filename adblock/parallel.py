@@ -6,13 +6,14 @@ when it cannot run here (one CPU, no fork), in which case the caller parses seri
 whether a second process would get a CPU of its own now (`free_cpus()`), so that the caller takes this path
 only where it pays: on a machine whose CPUs are busy, two processes lose to one.
 
-How: the parent forks; parent and child each parse half of the lines (at a line boundary), sort their names
-and cut them at a common pivot (from a sample taken before the fork, see PIVOT_AT). The child sends its lower
-part to the parent and receives the parent's upper part (marshal over pipes), merges and de-duplicates the
-upper range and sends it back; the parent does the same for the lower range. The two ranges are disjoint, so
-lower + upper is the sorted, de-duplicated whole. The bytes are shared with the child by the fork (never
-written, so never copied). The child only computes and talks over its pipes, then leaves with `os._exit`
-(no cleanup handlers, no logging); any failure in it makes the parent raise.
+How: the parent forks; parent and child each parse half of the lines (at a line boundary) and file their
+names in groups by their first characters (order.py). A pivot (from a sample taken before the fork, see
+PIVOT_AT) cuts the groups in two ranges: the child sends its groups of the lower range to the parent and
+receives the parent's groups of the upper range (marshal over pipes, each group as one string); each then
+sorts and de-duplicates its range group by group, and the child sends its sorted range back. The two
+ranges are disjoint, so lower + upper is the sorted, de-duplicated whole. The bytes are shared with the
+child by the fork (never written, so never copied). The child only computes and talks over its pipes, then
+leaves with `os._exit` (no cleanup handlers, no logging); any failure in it makes the parent raise.
 
 Whatever ends the parent's part (an error, a module timeout, Ctrl-C, even one landing right after the fork)
 the child is killed unless it finished and is always reaped before `parse_in_two` returns or raises; on
@@ -20,11 +21,8 @@ Linux it is also killed when the parent dies (SIGKILL included), so it never com
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
-import itertools
 import marshal
-import operator
 import os
 import select
 import signal
@@ -35,10 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .order import KEY, group, sorted_unique
+
 SAMPLE_WINDOWS = 64
 SAMPLE_SIZE = 4096
-# Where the pivot cuts the names: the child merges the upper range and must also send it back (about as
-# costly as merging it), so it gets about a third of the names and both finish together.
+# Where the pivot cuts the names: the child sorts the upper range and must also send it back, and the
+# parent split what comes back, so the child gets less than half of the names and both finish together.
 PIVOT_AT = 0.6
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -121,8 +121,20 @@ def _receive_names(stream: BinaryIO) -> list[str]:
     return data.decode("ascii").split("\n") if data else []
 
 
+def _send_groups(stream: BinaryIO, groups: dict[str, list[str]], keys: list[str]) -> None:
+    """Send the groups `keys` (one joined string each) and drop them from `groups`."""
+    _send(stream, marshal.dumps({key: "\n".join(groups.pop(key)) for key in keys}))
+
+
+def _receive_groups(stream: BinaryIO) -> dict[str, str]:
+    groups = marshal.loads(_receive(stream))  # noqa: S302 - our own child or parent, a private pipe
+    if not isinstance(groups, dict):
+        raise EOFError("the helper process sent something else than names")
+    return groups
+
+
 def _pivot(data: bytes, start: int, lenient: bool, parse_part: Callable[..., Any]) -> str:
-    """The name at PIVOT_AT of evenly spaced samples of whole lines: a cut that splits the work evenly."""
+    """The group key at PIVOT_AT of evenly spaced samples of whole lines: a cut sharing the work evenly."""
     step = max((len(data) - start) // SAMPLE_WINDOWS, 1)
     sample = []
     for at in range(start, len(data), step):
@@ -132,23 +144,14 @@ def _pivot(data: bytes, start: int, lenient: bool, parse_part: Callable[..., Any
             sample.append(data[begin:end])
     joined = b"".join(sample)
     names = sorted(parse_part(joined, 0, len(joined), lenient)[0])
-    return names[int(len(names) * PIVOT_AT)] if names else ""
+    return names[int(len(names) * PIVOT_AT)][:KEY] if names else ""
 
 
-def unique_sorted(names: list[str]) -> list[str]:
-    """Sort `names` in place and return them without duplicates (cheaper than hashing them all: a set
-    also scatters the names in memory, which makes the sort twice as slow)."""
-    names.sort()
-    if not names:
-        return names
-    # Keep each name that differs from the next one: one C-level pass (groupby is twice as slow).
-    different = map(operator.ne, names, itertools.islice(names, 1, None))
-    return list(itertools.compress(names, itertools.chain(different, (True,))))
-
-
-def _merge_range(mine: list[str], theirs: list[str]) -> list[str]:
-    mine += theirs
-    return unique_sorted(mine)  # two sorted runs: Timsort merges them in one pass
+def _merged(groups: dict[str, list[str]], theirs: dict[str, str]) -> list[str]:
+    """The sorted, de-duplicated names of our remaining groups and of the other process's same range."""
+    keys = sorted(groups.keys() | theirs.keys())
+    # Each joined string is freed as soon as it is split.
+    return sorted_unique(groups, keys, {key: theirs.pop(key).split("\n") for key in list(theirs)})
 
 
 def _child(
@@ -156,13 +159,11 @@ def _child(
     out: BinaryIO, inp: BinaryIO,
 ) -> None:
     names, stats = parse_part(*part, lenient)
-    names.sort()
-    cut = bisect.bisect_left(names, pivot)
-    _send(out, marshal.dumps(stats.counts()))
-    _send_names(out, names[:cut])
-    upper = names[cut:]
+    groups = group(names)
     del names
-    _send_names(out, _merge_range(upper, _receive_names(inp)))
+    _send(out, marshal.dumps(stats.counts()))
+    _send_groups(out, groups, [key for key in groups if key < pivot])
+    _send_names(out, _merged(groups, _receive_groups(inp)))
 
 
 def _die_with(parent: int) -> None:
@@ -239,16 +240,16 @@ def parse_in_two(
             names, stats = parse_part(data, start, middle, lenient)
             if head:
                 names = head + names
-            names.sort()
-            cut = bisect.bisect_left(names, pivot)
+            groups = group(names)
+            del names
             if meanwhile is not None and _waiting(from_child):
                 meanwhile()
                 meanwhile = None
             their_stats = marshal.loads(_receive(from_child))  # noqa: S302 - our own child, a private pipe
-            their_lower = _receive_names(from_child)
-            _send_names(to_child, names[cut:])
-            lower = _merge_range(names[:cut], their_lower)
-            del names, their_lower
+            theirs = _receive_groups(from_child)
+            _send_groups(to_child, groups, [key for key in groups if key >= pivot])
+            lower = _merged(groups, theirs)
+            del groups, theirs
             if meanwhile is not None:
                 meanwhile()
             upper = _receive_names(from_child)

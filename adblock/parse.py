@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .domains import INVALID, RESERVED, RESERVED_TLDS, is_valid, normalize
-from .parallel import CpuWindow, parse_in_two, unique_sorted
+from .order import unique_sorted
+from .parallel import CpuWindow, parse_in_two
 
 log = logging.getLogger(__name__)
 
