@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Benchmark the adblock module: full module runs through index.py against hblock, memory, busy CPUs.
 
-Run from the repository root: `venv/bin/python bench/adblock.py [--sizes N ...] [--runs R] [--no-busy]`.
+Run from the repository root:
+`venv/bin/python bench/adblock.py [--sizes N ...] [--runs R] [--no-busy] [--python PATH]`.
 
 Lists come from ../shared/bench/gen_blocklist.py (1,000,000 lines give 949,211 distinct names). For each
 size it prints:
 - the wall time of a full module run: `python index.py run --only adblock` in a throwaway installation
   (this checkout's index.py, utils/ and adblock/, a manifest with only adblock, a fresh state directory
   and output file each run, the list as a file:// source), interpreter start-up and the orchestrator's
-  checks included: median and best of R;
+  checks included: median and best of R. The installation runs from its own virtual environment made by
+  `setup_venv.sh` as an administrator's is (runtime requirements only: as root the orchestrator checks
+  every file of its venv before a run, so the test and lint tools of a --dev venv, 9,000 files with
+  Ansible, would add about 0.1 s); `--python` picks another interpreter, and without network access the
+  bench falls back to the one running it, saying so;
 - the same for `hblock` on the same list, run alternately with ours, when `hblock` is on PATH; otherwise
   the figure recorded in issue 11 (hblock 3.5.0: 5.78 s at 1,000,000 lines on an idle 2-CPU VM), scaled
   linearly for other sizes (which leaves out hblock's own start-up, so it flatters hblock at small sizes);
@@ -44,9 +49,25 @@ from updates.utils.digest import compute_folder_sha256  # noqa: E402
 
 # As on a server: bytecode of the orchestrator is cached; module directories never get any, by design.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+PYTHON = [sys.executable]  # the interpreter of the installation's runs (main() may choose another)
 
 
 # ---------------------------------------------------------------- installations and runs
+
+def production_python(tmp: Path) -> str | None:
+    """The interpreter of a venv made by setup_venv.sh (runtime requirements), or None when that fails."""
+    source = tmp / "venv-source"
+    (source / "config").mkdir(parents=True)
+    for name in ("setup_venv.sh", "requirements.txt", "config/utils.sh"):
+        shutil.copy2(ROOT / name, source / name)
+    env = {**os.environ, "VENV_DIR": str(tmp / "venv")}
+    done = subprocess.run(["bash", str(source / "setup_venv.sh")], env=env, capture_output=True, text=True,
+                          check=False, timeout=900)
+    if done.returncode != 0:
+        print(f"setup_venv.sh failed ({done.stderr.strip().splitlines()[-1:]})")
+        return None
+    return str(tmp / "venv" / "bin" / "python")
+
 
 def install(target: Path, serial: bool = False) -> Path:
     """A throwaway installation of this checkout's code; `serial`: its parse never forks a helper."""
@@ -77,7 +98,7 @@ def module_argv(app: Path, source: Path, work: Path) -> tuple[list[str], dict[st
     manifest["updates"][0]["args"] = {"sources": [f"file://{source}"], "output": str(work / "hosts")}
     (work / "manifest.json").write_text(json.dumps(manifest))
     env = {**ENV, "UPDATES_STATE_DIR": str(work / "state"), "UPDATES_LOG_DIR": str(work / "logs")}
-    argv = [sys.executable, str(app / "index.py"), "run", "--manifest", str(work / "manifest.json"),
+    argv = [PYTHON[0], str(app / "index.py"), "run", "--manifest", str(work / "manifest.json"),
             "--only", "adblock", "-q"]
     return argv, env
 
@@ -201,6 +222,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-busy", action="store_true", help="skip the run with every CPU kept busy")
+    parser.add_argument("--python", help="run the installation with this interpreter (default: a new venv "
+                        "made by setup_venv.sh, as an administrator's)")
     opts = parser.parse_args()
     version = hblock_version()
     print(f"hblock: {version}" if version else
@@ -208,6 +231,10 @@ def main() -> None:
           f"{HBLOCK_RECORDED[0]:,} lines)")
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
+        made = opts.python or production_python(tmp)
+        PYTHON[0] = made or sys.executable
+        print(f"interpreter of the runs: {PYTHON[0]}" + ("" if made else
+              " (the one running the bench: a new venv could not be made; its venv's files are checked too)"))
         app = install(tmp / "app")
         serial_app = install(tmp / "app-serial", serial=True)
         for lines in opts.sizes:

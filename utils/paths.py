@@ -104,3 +104,8 @@ class Paths:
 
     def module_state(self, name: str) -> Path:
         return self.state / "modules" / name
+
+    @property
+    def bytecode(self) -> Path:
+        """The cache of code compiled from verified module source (utils/orchestrator/bytecode.py)."""
+        return self.state / "bytecode"

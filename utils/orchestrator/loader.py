@@ -8,7 +8,8 @@ directory is) and returns the module's `main`, checked to accept exactly one pos
   `verified` (a `FolderDigest`) recorded, and those bytes compiled. A file changed or added since, a `.pyc`
   without its `.py`, an extension module or anything else the digest does not cover is refused with an
   `ImportError` naming the file; no other finder gets to load it. No bytecode is read from or written into
-  the module directory.
+  the module directory; with a `cache` (bytecode.py, in the state directory) the code compiled from those
+  verified bytes is kept there, keyed by their SHA-256, and taken from there on later runs.
 - Without `verified`, the loader digests the directory itself and requires that digest to equal the
   module's `checksum` file (the runner compared that file with the manifest just before).
 - Each call imports the module afresh, dropping any earlier copy.
@@ -29,17 +30,22 @@ from typing import Any
 
 from ..digest import FolderDigest, digest_folder, read_checksum_file
 from ..errors import ChecksumError, ModuleLoadError
+from .bytecode import BytecodeCache
 
 PACKAGE = "updates"
 
 
 class _VerifiedSourceLoader(importlib.machinery.SourceFileLoader):
-    """Compile the bytes the digest covered; never consult or write a bytecode cache."""
+    """Compile the bytes the digest covered (or take their code from our own cache, keyed by their hash);
+    never consult or write bytecode beside the source."""
 
-    def __init__(self, fullname: str, path: str, verified: FolderDigest, rel: str) -> None:
+    def __init__(
+        self, fullname: str, path: str, verified: FolderDigest, rel: str, cache: BytecodeCache | None
+    ) -> None:
         super().__init__(fullname, path)
         self._verified = verified
         self._rel = rel
+        self._cache = cache
 
     def get_code(self, fullname: str) -> CodeType:
         try:
@@ -47,6 +53,8 @@ class _VerifiedSourceLoader(importlib.machinery.SourceFileLoader):
         except ChecksumError as exc:
             message = f"{fullname}: refusing to import: {exc}"
             raise ImportError(message, name=fullname, path=self.path) from exc
+        if self._cache is not None:
+            return self._cache.code(source, self.path)
         return compile(source, self.path, "exec", dont_inherit=True)
 
 
@@ -59,7 +67,7 @@ class _ModuleFinder(importlib.abc.MetaPathFinder):
     """
 
     def __init__(self) -> None:
-        self.modules: dict[str, FolderDigest] = {}
+        self.modules: dict[str, tuple[FolderDigest, BytecodeCache | None]] = {}
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -67,17 +75,20 @@ class _ModuleFinder(importlib.abc.MetaPathFinder):
         parts = fullname.split(".")
         if len(parts) < 2 or parts[0] != PACKAGE or parts[1] not in self.modules:
             return None
-        return _verified_spec(fullname, self.modules[parts[1]], parts[2:])
+        verified, cache = self.modules[parts[1]]
+        return _verified_spec(fullname, verified, parts[2:], cache)
 
 
-def _verified_spec(fullname: str, verified: FolderDigest, inner: list[str]) -> importlib.machinery.ModuleSpec:
+def _verified_spec(
+    fullname: str, verified: FolderDigest, inner: list[str], cache: BytecodeCache | None
+) -> importlib.machinery.ModuleSpec:
     rel = "/".join(inner)
     location = verified.top.joinpath(*inner)
     init = f"{rel}/__init__.py" if rel else "__init__.py"
     if init in verified.files:
-        return _source_spec(fullname, verified, init, package_dir=location)
+        return _source_spec(fullname, verified, init, package_dir=location, cache=cache)
     if rel and f"{rel}.py" in verified.files:
-        return _source_spec(fullname, verified, f"{rel}.py", package_dir=None)
+        return _source_spec(fullname, verified, f"{rel}.py", package_dir=None, cache=cache)
     if rel in verified.directories:
         # A directory of verified files without __init__.py: a namespace package, as Python would make it.
         namespace = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
@@ -87,13 +98,13 @@ def _verified_spec(fullname: str, verified: FolderDigest, inner: list[str]) -> i
 
 
 def _source_spec(
-    fullname: str, verified: FolderDigest, rel: str, *, package_dir: Path | None
+    fullname: str, verified: FolderDigest, rel: str, *, package_dir: Path | None, cache: BytecodeCache | None
 ) -> importlib.machinery.ModuleSpec:
     source = str(verified.top / rel)
     spec = importlib.util.spec_from_file_location(
         fullname,
         source,
-        loader=_VerifiedSourceLoader(fullname, source, verified, rel),
+        loader=_VerifiedSourceLoader(fullname, source, verified, rel, cache),
         submodule_search_locations=[str(package_dir)] if package_dir is not None else None,
     )
     assert spec is not None
@@ -145,9 +156,10 @@ def _snapshot(name: str, directory: Path) -> FolderDigest:
 
 
 def load_main(
-    name: str, directory: Path, verified: FolderDigest | None = None
+    name: str, directory: Path, verified: FolderDigest | None = None, *, cache: BytecodeCache | None = None
 ) -> Callable[[dict[str, Any]], Any]:
-    """Import the module afresh from the source `verified` covers and return its checked `main`."""
+    """Import the module afresh from the source `verified` covers and return its checked `main`; `cache`
+    keeps and supplies the code compiled from that source."""
     if PACKAGE not in sys.modules:
         raise ModuleLoadError("the package `updates` is not registered; run through index.py")
     directory = Path(directory)
@@ -157,7 +169,7 @@ def load_main(
         raise ModuleLoadError(f"{name}: the verified digest is of {verified.top}, not {directory}")
     _install_finder()
     forget(name)
-    _FINDER.modules[name] = verified
+    _FINDER.modules[name] = (verified, cache)
     previous = sys.dont_write_bytecode
     sys.dont_write_bytecode = True
     try:

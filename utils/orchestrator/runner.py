@@ -35,6 +35,7 @@ from ..paths import PACKAGE_ROOT, Paths
 from ..permissions import FIX_HINT, check_ancestors, check_file, check_install, check_tree
 from ..report.views import printable
 from ..results import ModuleResult, Status
+from .bytecode import BytecodeCache
 from .isolation import isolated
 from .loader import load_main
 from .script import run_script
@@ -172,6 +173,8 @@ class Runner:
         self.manifest = manifest
         self.options = options
         self.on_success = on_success
+        # Code compiled from verified module source, kept for later runs (nothing written on a dry run).
+        self.bytecode = BytecodeCache(paths.bytecode, write=not options.dry_run)
         self.selection = Selection.build(manifest, options)
         self.results: list[ModuleResult] = []
         self.interrupted = False
@@ -295,7 +298,7 @@ class Runner:
             }
             threads_before = set(threading.enumerate())
             with isolated(stdout_to_stderr=self.options.quiet_stdout), deadline(entry.timeout) as limit:
-                main = load_main(entry.name, self.paths.module_dir(entry.name), verified)
+                main = load_main(entry.name, self.paths.module_dir(entry.name), verified, cache=self.bytecode)
                 returned = main(args)
             if limit is not None and limit.expired:  # it swallowed the timeout and returned anyway
                 raise ModuleTimeout(limit.seconds, owner=limit)
