@@ -9,11 +9,13 @@ size it prints:
 - the wall time of a full module run: `python index.py run --only adblock` in a throwaway installation
   (this checkout's index.py, utils/ and adblock/, a manifest with only adblock, a fresh state directory
   and output file each run, the list as a file:// source), interpreter start-up and the orchestrator's
-  checks included: median and best of R. The installation runs from its own virtual environment made by
-  `setup_venv.sh` as an administrator's is (runtime requirements only: as root the orchestrator checks
-  every file of its venv before a run, so the test and lint tools of a --dev venv, 9,000 files with
-  Ansible, would add about 0.1 s); `--python` picks another interpreter, and without network access the
-  bench falls back to the one running it, saying so;
+  checks included: median and best of R. The state directory of each run holds nothing of an earlier
+  run but the compiled module code a warm-up run left (`<state>/bytecode`, which a server keeps from its
+  first run on, as it keeps the orchestrator's `__pycache__`). The installation runs from its own virtual
+  environment made by `setup_venv.sh` as an administrator's is (runtime requirements only: as root the
+  orchestrator checks every file of its venv before a run, so the test and lint tools of a --dev venv,
+  9,000 files with Ansible, would add about 0.1 s); `--python` picks another interpreter, and without
+  network access the bench falls back to the one running it, saying so;
 - the same for `hblock` on the same list, run alternately with ours, when `hblock` is on PATH; otherwise
   the figure recorded in issue 11 (hblock 3.5.0: 5.78 s at 1,000,000 lines on an idle 2-CPU VM), scaled
   linearly for other sizes (which leaves out hblock's own start-up, so it flatters hblock at small sizes);
@@ -69,6 +71,13 @@ def production_python(tmp: Path) -> str | None:
     return str(tmp / "venv" / "bin" / "python")
 
 
+def warm_up(app: Path, source: Path) -> None:
+    """One run of `app`, whose compiled module code the later runs of `app` start with (see module_argv)."""
+    argv, env = module_argv(app, source, app.parent / f"{app.name}-warm-up")
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, timeout=3600)
+    shutil.copytree(Path(env["UPDATES_STATE_DIR"]) / "bytecode", app.parent / f"{app.name}-bytecode")
+
+
 def install(target: Path, serial: bool = False) -> Path:
     """A throwaway installation of this checkout's code; `serial`: its parse never forks a helper."""
     target.mkdir(parents=True)
@@ -91,9 +100,15 @@ def install(target: Path, serial: bool = False) -> Path:
 
 
 def module_argv(app: Path, source: Path, work: Path) -> tuple[list[str], dict[str, str]]:
-    """The command for one module run with a fresh state directory and output file under `work`."""
+    """The command for one module run with a fresh state directory and output file under `work`: nothing of
+    an earlier run in it but the code compiled from the installation's module source (`<state>/bytecode`),
+    which a server keeps from its first run on, as it keeps the orchestrator's own `__pycache__`."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    compiled = app.parent / f"{app.name}-bytecode"
+    if compiled.is_dir():
+        shutil.copytree(compiled, work / "state" / "bytecode")
+        (work / "state").chmod(0o700)
     manifest = json.loads((app / "manifest.json").read_text())
     manifest["updates"][0]["args"] = {"sources": [f"file://{source}"], "output": str(work / "hosts")}
     (work / "manifest.json").write_text(json.dumps(manifest))
@@ -237,6 +252,10 @@ def main() -> None:
               " (the one running the bench: a new venv could not be made; its venv's files are checked too)"))
         app = install(tmp / "app")
         serial_app = install(tmp / "app-serial", serial=True)
+        small = tmp / "warm-up.txt"
+        small.write_text("0.0.0.0 warm-up.example.org\n")
+        warm_up(app, small)
+        warm_up(serial_app, small)
         for lines in opts.sizes:
             source = tmp / f"list-{lines}.txt"
             subprocess.run([sys.executable, str(GENERATOR), str(source), "--lines", str(lines)], check=True)
