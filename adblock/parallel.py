@@ -112,13 +112,19 @@ def _receive(stream: BinaryIO) -> bytes:
 
 
 def _send_names(stream: BinaryIO, names: list[str]) -> None:
+    """Send `names` and empty the list (the caller holds no other reference to its names): they are freed
+    once joined, before the encoded copy is made and while it is sent, at the run's peak of memory."""
     # Names are ASCII (punycode) without newlines: one join is much cheaper than pickling a list.
-    _send(stream, "\n".join(names).encode("ascii"))
+    text = "\n".join(names)
+    names.clear()
+    payload = text.encode("ascii")
+    del text
+    _send(stream, payload)
 
 
 def _receive_names(stream: BinaryIO) -> list[str]:
-    data = _receive(stream)
-    return data.decode("ascii").split("\n") if data else []
+    text = _receive(stream).decode("ascii")  # the bytes go before the names are made
+    return text.split("\n") if text else []
 
 
 def _send_groups(stream: BinaryIO, groups: dict[str, list[str]], keys: list[str]) -> None:
@@ -163,7 +169,9 @@ def _child(
     del names
     _send(out, marshal.dumps(stats.counts()))
     _send_groups(out, groups, [key for key in groups if key < pivot])
-    _send_names(out, _merged(groups, _receive_groups(inp)))
+    upper = _merged(groups, _receive_groups(inp))
+    groups.clear()  # the sorted range holds the names now
+    _send_names(out, upper)
 
 
 def _die_with(parent: int) -> None:
