@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
-import select
 import signal
 import struct
 import sys
@@ -192,11 +191,6 @@ def _pipe(stack: contextlib.ExitStack) -> tuple[BinaryIO, BinaryIO]:
     return reader, stack.enter_context(os.fdopen(write_fd, "wb"))
 
 
-def _waiting(stream: BinaryIO) -> bool:
-    """True when nothing has arrived on `stream` yet (the child is still computing)."""
-    return not select.select([stream], [], [], 0)[0]
-
-
 def parse_in_two(
     data: bytes,
     start: int,
@@ -204,12 +198,12 @@ def parse_in_two(
     parse_part: Callable[..., Any],
     *,
     head: list[str] | None = None,
-    meanwhile: Callable[[], object] | None = None,
+    after_fork: Callable[[], object] | None = None,
 ) -> tuple[list[str], Any] | None:
     """See the module docstring. `parse_part(data, begin, end, lenient)` parses the lines of
     `data[begin:end]` into (unordered names, ListStats); `head` (not modified) holds names the caller
-    parsed already, which join the parent's half. `meanwhile` is called once in the parent, when it would
-    otherwise wait for the child (not at all when this returns None before forking)."""
+    parsed already, which join the parent's half. `after_fork` is called once in the parent, right after
+    the fork (not at all when this returns None or raises before forking): where a thread may start."""
     if _cpus() < 2 or not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask"):
         return None
     # Half of the rest each, a little less for the parent, which sorts the first `start` bytes' names too.
@@ -245,21 +239,18 @@ def parse_in_two(
             to_parent.close()
             from_parent.close()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what came meanwhile is raised here
+            if after_fork is not None:
+                after_fork()
             names, stats = parse_part(data, start, middle, lenient)
             if head:
                 names = head + names
             groups = group(names)
             del names
-            if meanwhile is not None and _waiting(from_child):
-                meanwhile()
-                meanwhile = None
             their_stats = marshal.loads(_receive(from_child))  # noqa: S302 - our own child, a private pipe
             theirs = _receive_groups(from_child)
             _send_groups(to_child, groups, [key for key in groups if key >= pivot])
             lower = _merged(groups, theirs)
             del groups, theirs
-            if meanwhile is not None:
-                meanwhile()
             upper = _receive_names(from_child)
         finished = True
     finally:

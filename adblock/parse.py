@@ -18,9 +18,11 @@ Possessive quantifiers keep it from backtracking.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -215,6 +217,37 @@ def parse_part(data: bytes, start: int, end: int, lenient: bool = False) -> tupl
     return names, stats
 
 
+class _Meanwhile:
+    """Runs `work` once in a thread of its own from `start()` (later calls: nothing); `finish()` waits for
+    it and raises what it raised. File writes and hashing release the GIL, so the work costs the parse
+    little. It is started only where no fork follows: a process forked while another thread holds a lock
+    (logging's, a file's) could take that lock held into the child."""
+
+    def __init__(self, work: Callable[[], object] | None) -> None:
+        self.work = work
+        self.thread: threading.Thread | None = None
+        self.error: Exception | None = None
+
+    def start(self) -> None:
+        if self.work is None or self.thread is not None:
+            return
+        self.thread = threading.Thread(target=self._run, name="adblock-meanwhile", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            assert self.work is not None
+            self.work()
+        except Exception as exc:  # raised by finish(), in the caller's thread
+            self.error = exc
+
+    def finish(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def parse_list(
     data: bytes,
     *,
@@ -227,20 +260,24 @@ def parse_list(
     `parallel`: None decides by size and load: a list of PARALLEL_MIN to PARALLEL_MAX bytes is parsed by
     two processes (see parallel.py) when, while this process parsed the first piece, about two CPUs stayed
     free for them; True tries two processes whatever the size and load; False never. The result is the same.
-    `meanwhile` (e.g. writing the bytes to a cache) is called exactly once: while the helper process
-    computes, or first thing when there is none.
+    `meanwhile` (e.g. writing the bytes to a cache) is called exactly once, in a thread of its own while the
+    list is parsed (started after the helper process is forked, or before the parse when there is none); it
+    is waited for before this returns or raises. Its failure (a full disk) is its own: raised once the list
+    is parsed, never taken for the helper's.
     """
-    pending = [meanwhile] if meanwhile is not None else []
-    failed: list[OSError] = []
+    background = _Meanwhile(meanwhile)
+    try:
+        parsed = _parse_list(data, lenient, parallel, background)
+    except BaseException:
+        # Waited for even when the parse fails (a timeout), whose error is the one to raise.
+        with contextlib.suppress(Exception):
+            background.finish()
+        raise
+    background.finish()
+    return parsed
 
-    def run_pending() -> None:
-        # Its failure (a full disk) is its own: raised once the list is parsed, never taken for the helper's.
-        while pending:
-            try:
-                pending.pop()()
-            except OSError as exc:  # re-raised below, unchanged
-                failed.append(exc)
 
+def _parse_list(data: bytes, lenient: bool, parallel: bool | None, background: _Meanwhile) -> ParsedList:
     size = len(data)
     names: list[str] = []
     stats = ListStats()
@@ -255,10 +292,12 @@ def parse_list(
                   window.free_cpus(), "two processes" if two else "one process")
         if two:
             try:
-                result = parse_in_two(data, start, lenient, parse_part, head=names, meanwhile=run_pending)
+                result = parse_in_two(
+                    data, start, lenient, parse_part, head=names, after_fork=background.start
+                )
             except (EOFError, OSError, RuntimeError) as exc:
                 log.warning("parallel parsing failed (%s); parsing in this process", exc)
-    run_pending()
+    background.start()
     if result is None:
         found, counts = parse_part(data, start, size, lenient)
         del data  # the caller handed over the only reference: the bytes go before the sort
@@ -269,7 +308,5 @@ def parse_list(
     else:
         names, counts = result
         stats.add(*counts.counts())
-    if failed:
-        raise failed[0]
     stats.names = len(names)
     return ParsedList(names, stats)

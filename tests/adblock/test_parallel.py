@@ -262,3 +262,53 @@ def test_meanwhile_runs_once_and_its_failure_is_its_own(parallel: bool, monkeypa
     with pytest.raises(OSError, match="No space left"):
         parse_list(data, parallel=parallel, meanwhile=full_disk)
     assert children() == before
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-process", "two-processes"])
+def test_meanwhile_runs_in_its_own_thread_never_across_a_fork(parallel: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    if parallel:
+        two_cpus()
+    monkeypatch.setattr("updates.adblock.parse.PIECE", 1 << 16)
+    threads_at_fork: list[int] = []
+    monkeypatch.setattr("os.fork", lambda real=os.fork: threads_at_fork.append(threading.active_count()) or real())
+    ran_in: list[str] = []
+    before = threading.active_count()
+    parse_list(mixed_list(30_000, seed=8), parallel=parallel,
+               meanwhile=lambda: ran_in.append(threading.current_thread().name))  # fmt: skip
+    assert ran_in == ["adblock-meanwhile"]
+    assert threads_at_fork == ([before] if parallel else [])  # the fork saw no thread of ours
+    assert threading.active_count() == before  # waited for before parse_list returned
+
+
+def test_a_failure_of_meanwhile_other_than_oserror_is_raised_too() -> None:
+    class Refused(Exception):
+        pass
+
+    def refuse() -> None:
+        raise Refused("a link where the cache file should be")
+
+    with pytest.raises(Refused, match="a link where"):
+        parse_list(mixed_list(2_000, seed=5), parallel=False, meanwhile=refuse)
+
+
+def test_when_the_parse_fails_its_error_is_raised_and_meanwhile_was_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    finished: list[bool] = []
+
+    def slow_write() -> None:
+        time.sleep(0.3)
+        finished.append(True)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("the parse broke")
+
+    monkeypatch.setattr("updates.adblock.parse.parse_part", broken)
+    before = threading.active_count()
+    with pytest.raises(ValueError, match="the parse broke"):
+        parse_list(b"0.0.0.0 a.example.com\n", parallel=False, meanwhile=slow_write)
+    assert finished == [True] and threading.active_count() == before
