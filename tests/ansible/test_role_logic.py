@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -105,8 +106,10 @@ def test_fleet_report_flags_failed_stale_never_unreachable_and_pending() -> None
 
 
 @pytest.fixture(name="library")
-def library_fixture() -> dict[str, ModuleType]:
+def library_fixture(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModuleType]:
     pytest.importorskip("ansible.module_utils.basic", reason="ansible-core is not installed")
+    # Where Ansible would find the role's module_utils when it packs a module for a host.
+    monkeypatch.setitem(sys.modules, "ansible.module_utils.updates_lock", load(ROLE / "module_utils" / "updates_lock.py"))
     return {name: load(ROLE / "library" / f"{name}.py") for name in ("updates_manifest", "updates_checkout")}
 
 

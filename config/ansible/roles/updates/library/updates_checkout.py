@@ -14,10 +14,13 @@ Contract:
   top-level settings (`notify`). The host's manifest is saved in `.git/` before the move and used by the
   next call when a crash interrupted it, so a kill never loses the host's settings.
 - Returns `before` and `after` (commits) and `versions_before`/`versions_after` (module name to version).
+- All of it is done under the host's run lock (module_utils/updates_lock.py): no code moves under a
+  running module, and no run writes back a manifest it read before the move.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.updates_lock import LockBusy, run_lock
 
 DOCUMENTATION = r"""
 module: updates_checkout
@@ -46,6 +50,14 @@ options:
     description: A branch, tag or commit.
     type: str
     required: true
+  lock:
+    description: The run lock of updates (C(<state>/updates.lock)), held while the file is written.
+    type: path
+    default: /var/lib/updates/updates.lock
+  lock_timeout:
+    description: Seconds to wait for a run that holds the lock before failing with nothing changed.
+    type: int
+    default: 900
 author: updates
 """
 
@@ -244,12 +256,18 @@ def main() -> None:
             "repo": {"type": "str", "required": True},
             "dest": {"type": "path", "required": True},
             "version": {"type": "str", "required": True},
+            "lock": {"type": "path", "default": "/var/lib/updates/updates.lock"},
+            "lock_timeout": {"type": "int", "default": 900},
         },
         supports_check_mode=True,
     )
     try:
-        result = move(module, module.params["repo"], Path(module.params["dest"]), module.params["version"])
-    except (Refused, OSError, ValueError) as exc:
+        with contextlib.nullcontext() if module.check_mode else run_lock(
+            module.params["lock"], module.params["lock_timeout"]
+        ):
+            params = module.params
+            result = move(module, params["repo"], Path(params["dest"]), params["version"])
+    except (Refused, LockBusy, OSError, ValueError) as exc:
         module.fail_json(msg=f"{module.params['dest']}: {exc}")
     module.exit_json(**result)
 

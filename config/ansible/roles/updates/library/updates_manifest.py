@@ -6,11 +6,14 @@ Only host fields are written (per entry `enabled`, `args`, `timeout`, `descripti
 clean where it matters. The file keeps its key order and 2-space indentation, is replaced atomically (temp
 file, fsync, rename) with its mode kept, and is not touched when nothing changes (a second run reports
 `changed: false`). A module name the manifest does not have, or a key that is not a host setting, fails
-with one message naming it and changes nothing.
+with one message naming it and changes nothing. The file is read and written under the host's run lock
+(module_utils/updates_lock.py): a nightly run that read the manifest before would otherwise write it back
+without the new settings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.updates_lock import LockBusy, run_lock
 
 DOCUMENTATION = r"""
 module: updates_manifest
@@ -37,6 +41,14 @@ options:
   notify:
     description: The top-level notify object; omit or null to leave it as it is, {} to remove it.
     type: dict
+  lock:
+    description: The run lock of updates (C(<state>/updates.lock)), held while the file is written.
+    type: path
+    default: /var/lib/updates/updates.lock
+  lock_timeout:
+    description: Seconds to wait for a run that holds the lock before failing with nothing changed.
+    type: int
+    default: 900
 author: updates
 """
 
@@ -109,28 +121,46 @@ def write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def update(
+    path: Path, modules: dict[str, Any], notify: dict[str, Any] | None, *, write: bool
+) -> tuple[str, str, list[str]]:
+    """Read the manifest, apply the settings and (with `write`) replace it when they changed anything:
+    (text before, text after, what changed). Raises ValueError naming an unreadable file or a bad setting."""
+    try:
+        before = path.read_text(encoding="utf-8")
+        raw = json.loads(before)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the manifest: {exc}") from None
+    changed = apply(raw, modules, notify)
+    after = dump(raw)
+    if after != before and changed and write:
+        write_atomic(path, after)
+    return before, after, changed
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
             "modules": {"type": "dict", "default": {}},
             "notify": {"type": "dict", "required": False, "default": None},
+            "lock": {"type": "path", "default": "/var/lib/updates/updates.lock"},
+            "lock_timeout": {"type": "int", "default": 900},
         },
         supports_check_mode=True,
     )
     path = Path(module.params["path"])
     try:
-        before = path.read_text(encoding="utf-8")
-        raw = json.loads(before)
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"{path}: cannot read the manifest: {exc}")
-    try:
-        changed = apply(raw, module.params["modules"], module.params["notify"])
+        # Check mode reads only: it neither waits for a run nor creates the lock file.
+        with contextlib.nullcontext() if module.check_mode else run_lock(
+            module.params["lock"], module.params["lock_timeout"]
+        ):
+            before, after, changed = update(path, module.params["modules"], module.params["notify"],
+                                            write=not module.check_mode)  # fmt: skip
+    except LockBusy as exc:
+        module.fail_json(msg=str(exc))
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    after = dump(raw)
-    if after != before and changed and not module.check_mode:
-        write_atomic(path, after)
     result: dict[str, Any] = {"changed": bool(changed), "changed_fields": changed}
     if module._diff:
         result["diff"] = {"before": before, "after": after, "before_header": str(path),

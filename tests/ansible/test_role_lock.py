@@ -1,0 +1,102 @@
+"""The role's modules write the checkout and the manifest only under the host's run lock (the one index.py
+takes), wait for a run that holds it, and fail with nothing changed when it is held for too long."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from updates.utils.lock import run_lock as orchestrator_lock
+from updates.utils.paths import Paths
+
+ROLE = Path(__file__).resolve().parents[2] / "config" / "ansible" / "roles" / "updates"
+BIN = Path(sys.executable).parent
+
+
+def load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"role_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lock_utils = load(ROLE / "module_utils" / "updates_lock.py")
+
+
+def paths(tmp_path: Path) -> Paths:
+    return Paths(root=tmp_path / "root", manifest=tmp_path / "root" / "manifest.json", state=tmp_path / "state")
+
+
+def test_a_held_run_lock_is_waited_for_then_refused(tmp_path: Path) -> None:
+    where = paths(tmp_path)
+    with orchestrator_lock(where):  # a nightly run holds it
+        started = time.monotonic()
+        busy = pytest.raises(lock_utils.LockBusy, match=r"has held .*updates.lock for more than 0.6 s; nothing")
+        with busy, lock_utils.run_lock(str(where.lock), 0.6):
+            pytest.fail("the block ran while the run held the lock")
+        assert time.monotonic() - started >= 0.6
+    # Free again: taken at once, and now a run of index.py is the one refused.
+    refused = pytest.raises(Exception, match="another run holds the lock")
+    with lock_utils.run_lock(str(where.lock), 0.6), refused, orchestrator_lock(where):
+        pass
+
+
+def test_no_state_directory_means_no_lock_and_nothing_created(tmp_path: Path) -> None:
+    lock = tmp_path / "state" / "updates.lock"
+    with lock_utils.run_lock(str(lock), 0.1):
+        pass
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_link_at_the_lock_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    target = tmp_path / "elsewhere"
+    target.write_text("precious\n")
+    (tmp_path / "state" / "updates.lock").symlink_to(target)
+    with pytest.raises(lock_utils.LockBusy, match="symbolic link"), lock_utils.run_lock(
+        str(tmp_path / "state" / "updates.lock"), 0.1
+    ):
+        pass
+    assert target.read_text() == "precious\n"
+
+
+def ansible_module(tmp_path: Path, name: str, args: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    """The role's module `name` run by real Ansible on this machine (connection local), as a play would."""
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+        "ANSIBLE_LIBRARY": str(ROLE / "library"), "ANSIBLE_MODULE_UTILS": str(ROLE / "module_utils"),
+        "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"),
+        "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"), "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable, "PYTHONDONTWRITEBYTECODE": "1",
+    }  # fmt: skip
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return subprocess.run(
+        [str(BIN / "ansible"), "localhost", "-c", "local", "-m", name, "-a", json.dumps(args), "-o"],
+        capture_output=True, text=True, env=env, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def test_updates_manifest_under_real_ansible_waits_for_the_run_lock(tmp_path: Path) -> None:
+    if not (BIN / "ansible").exists():
+        pytest.skip("ansible-core is not installed")
+    where = paths(tmp_path)
+    where.root.mkdir()
+    original = json.dumps({"updates": [{"name": "adblock", "enabled": True}], "entrypoint": "adblock"}, indent=2)
+    where.manifest.write_text(original + "\n")
+    args = {"path": str(where.manifest), "modules": {"adblock": {"enabled": False}},
+            "lock": str(where.lock), "lock_timeout": 1}  # fmt: skip
+    with orchestrator_lock(where):
+        held = ansible_module(tmp_path, "updates_manifest", args)
+    assert held.returncode != 0
+    assert "has held" in held.stdout and "nothing was changed" in held.stdout
+    assert where.manifest.read_text() == original + "\n"
+    free = ansible_module(tmp_path, "updates_manifest", args)
+    assert free.returncode == 0, free.stdout + free.stderr
+    assert json.loads(where.manifest.read_text())["updates"][0]["enabled"] is False
