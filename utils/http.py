@@ -173,7 +173,8 @@ class _CappedRetry(Retry):
         _pool: Any = None,
         _stacktrace: Any = None,
     ) -> Retry:
-        if response is not None and response.status in (403, 429, 503) and long_wait(response.headers):
+        # Only statuses in RETRY_STATUSES reach here; of those, 429 and 503 are the ones that ask for a wait.
+        if response is not None and response.status in (429, 503) and long_wait(response.headers):
             raise urllib3.exceptions.MaxRetryError(_pool, url or "", None)
         return super().increment(method, url, response, error, _pool, _stacktrace)
 

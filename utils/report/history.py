@@ -81,6 +81,11 @@ def _module_dict(result: Any) -> dict[str, Any]:
     }
 
 
+def host_name() -> str:
+    """This server's name, in every JSON document and record: many servers may post to one webhook."""
+    return socket.gethostname()
+
+
 def make_record(
     results: Iterable[Any],
     *,
@@ -101,7 +106,7 @@ def make_record(
     end_ts = finished.timestamp() if isinstance(finished, datetime) else float(finished)
     record: dict[str, Any] = {
         "schema": SCHEMA,
-        "host": socket.gethostname(),
+        "host": host_name(),
         "started": iso_utc(started),
         "finished": iso_utc(finished),
         "duration_s": round(max(end_ts - start_ts, 0.0), 3),

@@ -9,13 +9,12 @@ or damaged by hand are shown as far as they can be, never raising. Every text re
 from __future__ import annotations
 
 import json
-import socket
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..results import ModuleResult, Status
-from .history import LastStatus
+from .history import LastStatus, host_name
 
 STATUS_ORDER = (Status.FAILED, Status.CHANGED, Status.OK, Status.SKIPPED)
 # Versions of the JSON documents (schemas/*.schema.json); a reader checks `schema` before relying on keys.
@@ -180,11 +179,6 @@ def summary_text(
         tail += " (interrupted)"
     lines.append(tail)
     return printable("\n".join(lines)) + "\n"
-
-
-def host_name() -> str:
-    """This server's name, in every JSON document: many servers may post to one webhook."""
-    return socket.gethostname()
 
 
 def json_report(results: Sequence[ModuleResult], *, interrupted: bool, dry_run: bool, **extra: Any) -> str:
