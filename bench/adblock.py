@@ -18,7 +18,9 @@ size it prints:
   network access the bench falls back to the one running it, saying so;
 - the same for `hblock` on the same list, run alternately with ours, when `hblock` is on PATH; otherwise
   the figure recorded in issue 11 (hblock 3.5.0: 5.78 s at 1,000,000 lines on an idle 2-CPU VM), scaled
-  linearly for other sizes (which leaves out hblock's own start-up, so it flatters hblock at small sizes);
+  linearly for other sizes (which leaves out hblock's own start-up, so it flatters hblock at small sizes).
+  Only the paired figure is fair: the recorded one came from a slower machine (hblock 3.4.0 takes about
+  4 s, not 5.78 s, on the VM whose figures README.md gives), so it flatters us by about half;
 - memory of one run, sampled every few ms from /proc/<pid>/smaps_rollup over the whole process tree (the
   orchestrator, the module, the parse helper it may fork): peak PSS summed over the tree (each shared page
   counted once: what a memory cgroup, systemd MemoryMax=, charges) and peak RSS summed (shared pages

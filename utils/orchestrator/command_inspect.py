@@ -210,9 +210,8 @@ def cmd_verify(paths: Paths, opts: argparse.Namespace) -> int:
     warning = token_file_warning(paths.token_file)
     if warning:
         sys.stdout.write(f"warning: {warning}\n")
-    signing = signing_line(paths)
+    signing, unsigned = signing_line(paths)
     sys.stdout.write(f"{signing}\n")
-    unsigned = int(not signing.startswith(("signing: off", "signing: on")))
     total = len(install) + refused + (len(modules) - matching) + unsigned
     checked = "; permissions checked (running as root)" if strict else ""
     if not total:

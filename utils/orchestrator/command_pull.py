@@ -8,7 +8,7 @@ Contract:
 - `signing_gate(paths)` is what `run` calls before it runs anything: None when signing is off (no
   allowed-signers file), else a one-line description of the signed commit; it raises `UntrustedCode`
   (exit 2, nothing runs) when HEAD is not signed by an allowed key or the code differs from HEAD.
-- `signing_line(paths)` is `verify`'s line about signing; it never raises.
+- `signing_line(paths)` is `verify`'s line about signing and whether it is a problem; it never raises.
 """
 
 from __future__ import annotations
@@ -95,14 +95,14 @@ def signing_gate(paths: Paths) -> str | None:
     return f"{head} {signature.describe()}"
 
 
-def signing_line(paths: Paths) -> str:
-    """`verify`'s line about signing."""
+def signing_line(paths: Paths) -> tuple[str, bool]:
+    """`verify`'s line about signing, and whether it names a problem (the gate of `run` would refuse)."""
     try:
         described = signing_gate(paths)
     except UpdatesError as exc:
-        return f"signing: {exc}"
+        return f"signing: {exc}", True
     if described is None:
         where = signers_path()
         extra = "" if where == DEFAULT_SIGNERS else f" ({ENV_VAR})"
-        return f"signing: off (no allowed-signers file at {where}{extra})"
-    return f"signing: on; {described}, code unchanged"
+        return f"signing: off (no allowed-signers file at {where}{extra})", False
+    return f"signing: on; {described}, code unchanged", False
