@@ -160,16 +160,16 @@ def test_retagging_a_version_with_other_contents_warns(repo: Repo, caplog: pytes
     (repo.module_dir / "checksum").write_text(digest + "\n")
     repo.set_entry(checksum=digest)
     repo.git("commit", "-q", "-am", "demo: change without a version bump")
-    with caplog.at_level("WARNING", logger="updates.utils.vcs.operations"):
+    with caplog.at_level("WARNING", logger="updates.utils.vcs.tagging"):
         tag = tag_module(MODULE, paths=repo.paths, now=noon((2026, 5, 1)))
     assert tag == "demo-v2.0.0-rc.1-20260501"
-    warned = [r.getMessage() for r in caplog.records if r.name == "updates.utils.vcs.operations"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "updates.utils.vcs.tagging"]
     assert len(warned) == 1 and "already tagged (demo-v2.0.0-rc.1-20260310)" in warned[0]
     # Retagging after a commit that leaves the module alone is routine and says nothing.
     caplog.clear()
     (repo.root / "NOTES").write_text("unrelated\n")
     repo.git("add", "NOTES")
     repo.git("commit", "-q", "-m", "unrelated change")
-    with caplog.at_level("WARNING", logger="updates.utils.vcs.operations"):
+    with caplog.at_level("WARNING", logger="updates.utils.vcs.tagging"):
         assert tag_module(MODULE, paths=repo.paths, now=noon((2026, 5, 2))) == "demo-v2.0.0-rc.1-20260502"
-    assert not [r for r in caplog.records if r.name == "updates.utils.vcs.operations"]
+    assert not [r for r in caplog.records if r.name == "updates.utils.vcs.tagging"]

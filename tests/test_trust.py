@@ -19,10 +19,10 @@ import pytest
 from orchestrator_support import add_module, group, seal_module, write_manifest
 from updates.utils.digest import digest_folder
 from updates.utils.errors import ModuleLoadError, UnsafePermissions
+from updates.utils.executables import exec_decision, exec_identity, run_executable
 from updates.utils.fsutil import atomic_write_bytes, atomic_write_text
 from updates.utils.orchestrator.cli import main
 from updates.utils.orchestrator.loader import forget, load_main
-from updates.utils.permissions import exec_decision, exec_identity, run_executable
 from updates.utils.proc import Identity
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners other than ourselves need root (CI runs as root)")

@@ -19,30 +19,17 @@ good); they never raise for a problem they can describe, and they never follow a
 - `check_state_dir(dir)` checks the state directory (lock, history, journal, caches) like code: the
   directory itself (a link is checked as a link and then as its target), and the directories above it,
   with the same sticky exception. Parts that do not exist yet are skipped: the caller creates them.
-- Executables that modules run (a release binary asked for its version): `exec_decision(path)` decides
-  whether root may run `path` itself (the file and every directory on the way to it, links and their
-  targets included, belong to root and none is writable by group or others, except root's sticky
-  directories), must run it as the one other user who could change it (its owner, or the owner of a
-  directory on the way), or must refuse (writable by group or others, or more than one other user could
-  change it). `run_executable(path, args, ...)` acts on that decision through `utils.proc.run`, raising
-  `UnsafePermissions` (naming the path and why) on a refusal.
+- Executables that modules run are judged by the same rules in utils/executables.py.
 `euid` defaults to `os.geteuid()`; `enforced(euid)` says whether the checks apply (only root).
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import pwd
 import stat
-import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-
-from .errors import UnsafePermissions
-from .proc import Identity, run
 
 FIX_HINT = "fix with `chown -R root: PATH && chmod -R go-w PATH`, after checking that nobody changed it"
 
@@ -56,14 +43,14 @@ def _euid(euid: int | None) -> int:
     return os.geteuid() if euid is None else euid
 
 
-def _user(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
     except KeyError:
         return f"uid {uid}"
 
 
-def _writable_problem(path: Path | str, st: os.stat_result, *, allow_sticky: bool) -> str | None:
+def writable_problem(path: Path | str, st: os.stat_result, *, allow_sticky: bool) -> str | None:
     """Why others than the owner can change `path` (None: they cannot)."""
     if stat.S_ISLNK(st.st_mode):
         return None  # a link's own mode means nothing; callers decide about links
@@ -85,9 +72,9 @@ def _stat_problems(
 ) -> list[str]:
     problems = []
     if st.st_uid not in (0, euid):
-        owner = "root" if euid == 0 else f"root or {_user(euid)}"
-        problems.append(f"{path}: owned by {_user(st.st_uid)}, not {owner}")
-    writable = _writable_problem(path, st, allow_sticky=allow_sticky)
+        owner = "root" if euid == 0 else f"root or {user_name(euid)}"
+        problems.append(f"{path}: owned by {user_name(st.st_uid)}, not {owner}")
+    writable = writable_problem(path, st, allow_sticky=allow_sticky)
     if writable:
         problems.append(writable)
     return problems
@@ -285,151 +272,3 @@ def check_state_dir(path: Path, *, euid: int | None = None) -> list[str]:
     if real != path and not real.exists() and path.is_symlink():
         add([f"{path}: a link to {real}, which does not exist"])
     return problems
-
-
-# --- executables a module runs --------------------------------------------------------------------------
-
-EXEC_HINT = (
-    "make it and its directories root's and not writable by group or others, or leave it to the one "
-    "service user who owns it (it is then run as that user)"
-)
-NOGROUP = 65534  # the group of a uid with no passwd entry: no group's privileges at all
-_MAX_LINKS = 40  # as the kernel's own limit on links followed in one lookup
-
-
-@dataclass(frozen=True)
-class ExecDecision:
-    """How root may run an executable: `identity` None means as ourselves; `problem` set means not at all.
-
-    `path` is the file the decision is about, every link resolved. Run as another user, that is the file
-    executed (that user could repoint a link of theirs after the check); run as root, the chain was root's
-    alone, so the name as given (which a multi-call binary may look at) leads to the same file.
-    """
-
-    path: Path
-    identity: Identity | None = None
-    problem: str | None = None
-
-
-def _lookup(path: Path) -> tuple[Path, list[tuple[Path, os.stat_result]]]:
-    """Resolve `path` as the kernel would, returning the real path and every entry the lookup went through:
-    `/`, each directory, each link (as a link) and the final file. Raises OSError when it cannot."""
-    pending = list(Path(path).absolute().parts[1:])  # `..` kept: it applies after links
-    current = Path("/")
-    seen = [(current, os.lstat(current))]
-    links = 0
-    while pending:
-        name = pending.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            current = current.parent  # `current` is already real: its parent is the real parent
-            continue
-        candidate = current / name
-        st = os.lstat(candidate)
-        seen.append((candidate, st))
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > _MAX_LINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
-            target = candidate.readlink()
-            if target.is_absolute():
-                current = Path("/")
-            pending[:0] = [part for part in target.parts if part != target.anchor]
-            continue
-        if pending and not stat.S_ISDIR(st.st_mode):
-            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(candidate))
-        current = candidate
-    return current, seen
-
-
-def _primary_gid(uid: int) -> int:
-    try:
-        return pwd.getpwuid(uid).pw_gid
-    except KeyError:
-        # Not the file's group: a uid without a passwd entry has no known groups, and the file's group could
-        # be any (disk, shadow) that its owner could not otherwise use.
-        return NOGROUP
-
-
-def exec_decision(path: Path, *, euid: int | None = None) -> ExecDecision:
-    """Whether root may run `path` itself, must run it as the one user who could change it, or must refuse.
-
-    See the module docstring. Outside root's runs the checks do not apply: `path` runs as ourselves.
-    """
-    path = Path(path)
-    if not enforced(euid):
-        return ExecDecision(path)
-    try:
-        real, seen = _lookup(path)
-    except OSError as exc:
-        where = exc.filename or path
-        return ExecDecision(path, problem=f"refusing to run {path}: {where}: {exc.strerror or exc}")
-    final = seen[-1][1]
-    if not stat.S_ISREG(final.st_mode):
-        return ExecDecision(real, problem=f"refusing to run {path}: {real}: not a regular file")
-    others: dict[int, Path] = {}  # uid -> the first entry on the way that this user owns
-    for entry, st in seen:
-        writable = _writable_problem(entry, st, allow_sticky=True)
-        if writable:
-            return ExecDecision(real, problem=f"refusing to run {path}: {writable}")
-        if st.st_uid != 0:
-            others.setdefault(st.st_uid, entry)
-    if not others:
-        return ExecDecision(real)
-    if len(others) > 1:
-        who = ", ".join(f"{_user(uid)} (owner of {entry})" for uid, entry in others.items())
-        return ExecDecision(
-            real, problem=f"refusing to run {path}: more than one user can change it: {who}"
-        )
-    (uid,) = others
-    return ExecDecision(real, identity=Identity(uid, _primary_gid(uid)))
-
-
-def exec_identity(path: Path, *, euid: int | None = None) -> Identity | None:
-    """Who to run `path` as: None for ourselves, else the user who owns it; `UnsafePermissions` when
-    neither is safe."""
-    decision = exec_decision(path, euid=euid)
-    if decision.problem:
-        raise UnsafePermissions(decision.problem, hint=EXEC_HINT)
-    return decision.identity
-
-
-def run_executable(
-    path: Path,
-    args: Sequence[str | os.PathLike[str]] = (),
-    *,
-    timeout: float,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    check: bool = True,
-    input: bytes | None = None,  # noqa: A002 - mirrors subprocess.run
-) -> subprocess.CompletedProcess[bytes]:
-    """`utils.proc.run([path, *args], ...)` as `exec_decision(path)` allows: as ourselves when root alone
-    controls the file, as its owner when one other user does (see `utils.proc.run` for that child's
-    environment), `UnsafePermissions` otherwise. `CommandError` as `run` raises it.
-
-    Run as another user, the file is executed relative to its working directory (default: the file's own
-    directory), which the child enters before it drops root: the user needs no access to the directories
-    above, which may well be root's alone (`/root/...`, a 0700 state directory).
-    """
-    decision = exec_decision(path)
-    if decision.problem:
-        raise UnsafePermissions(decision.problem, hint=EXEC_HINT)
-    if decision.identity is None:
-        return run([path, *args], timeout=timeout, env=env, cwd=cwd, check=check, input=input)
-    real = decision.path
-    workdir = Path(cwd) if cwd is not None else real.parent
-    try:
-        program = f"./{real.relative_to(workdir.resolve())}"
-    except ValueError:
-        program = str(real)
-    return run(
-        [program, *args],
-        timeout=timeout,
-        env=env,
-        cwd=workdir,
-        check=check,
-        input=input,
-        as_user=decision.identity,
-    )

@@ -48,19 +48,9 @@ from .report.history import append_recovery
 from .report.views import table
 from .state_move import move_legacy_state_or_refuse
 from .vcs.git import Git
-from .vcs.operations import (
-    STEPS,
-    TIMER_STATE_DIR,
-    StepHook,
-    context,
-    create_tag,
-    module_tags,
-    perform_rollback,
-    push_tag,
-    set_last_safe,
-    tag_signatures,
-)
+from .vcs.operations import STEPS, TIMER_STATE_DIR, StepHook, context, perform_rollback, set_last_safe
 from .vcs.signing import Signature
+from .vcs.tagging import create_tag, module_tags, push_tag, tag_signatures
 
 __all__ = [
     "STEPS",

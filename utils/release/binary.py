@@ -36,9 +36,9 @@ from typing import NoReturn
 
 from ..deadline import shielded
 from ..errors import CommandError, UnsafePermissions, UpdatesError
+from ..executables import run_executable
 from ..fsutil import copy_file_atomic, fsync_dir
 from ..journal import Action, Operation, begin, command, restore_file, sha256_file
-from ..permissions import run_executable
 from ..recovery import run_after_command
 from .service import HealthCheck, ServiceManager, poll_health
 from .version import Version

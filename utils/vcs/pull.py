@@ -38,7 +38,6 @@ from ..manifest import dump
 from ..paths import Paths
 from ..recovery import recover, run_after_command
 from .git import Git
-from .operations import live_problem
 from .signing import (
     CODE_FIELDS,
     DEPLOYED,
@@ -49,6 +48,7 @@ from .signing import (
     signed_tree_problems,
     tag_signature,
 )
+from .tagging import live_problem
 
 log = logging.getLogger(__name__)
 
