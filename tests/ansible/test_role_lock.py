@@ -3,28 +3,18 @@ takes), wait for a run that holds it, and fail with nothing changed when it is h
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from role_support import ROLE, load
 from updates.utils.lock import run_lock as orchestrator_lock
 from updates.utils.paths import Paths
 
-ROLE = Path(__file__).resolve().parents[2] / "config" / "ansible" / "roles" / "updates"
 BIN = Path(sys.executable).parent
-
-
-def load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"role_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 lock_utils = load(ROLE / "module_utils" / "updates_lock.py")

@@ -3,7 +3,6 @@ and rolls back, how host settings are written and how a checkout keeps them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -11,18 +10,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from role_support import ROLE, load
 
-ROLE = Path(__file__).resolve().parents[2] / "config" / "ansible" / "roles" / "updates"
 ROOT = ROLE.parents[3]
 NOW = "2026-06-10T12:00:00Z"
-
-
-def load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"role_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 fleet = load(ROLE / "filter_plugins" / "updates_fleet.py")

@@ -138,16 +138,7 @@ def test_the_oldest_entries_and_killed_writes_are_pruned(tmp_path: Path) -> None
     assert kept == {"2", "3", "4"}
 
 
-# --- through the orchestrator --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    directory = tmp_path / "root"
-    monkeypatch.setenv("UPDATES_STATE_DIR", str(directory / "state"))
-    directory.mkdir()
-    return directory
+# --- through the orchestrator (the state directory is <tmp_path>/state, see conftest.py) ------------------
 
 
 def run_summary(root: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
@@ -156,20 +147,24 @@ def run_summary(root: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> 
 
 
 def test_a_run_keeps_each_imported_file_s_code_and_a_dry_run_keeps_none(
-    root: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    root, cache = tmp_path / "root", tmp_path / "state" / "bytecode"
     body = "from .helper import VALUE\ndef main(args):\n    return {'summary': VALUE}\n"
     add_module(root, "cached", body, files={"helper.py": "VALUE = 'helped'\n"})
     write_manifest(root, [group(["cached"]), {"name": "cached"}])
     assert run_summary(root, capsys, "--dry-run") == "helped"
-    assert not (root / "state" / "bytecode").exists()
+    assert not cache.exists()
     assert run_summary(root, capsys) == "helped"
-    assert len(entries(root / "state" / "bytecode")) == 3  # __init__.py, index.py, helper.py
+    assert len(entries(cache)) == 3  # __init__.py, index.py, helper.py
     assert run_summary(root, capsys) == "helped"
-    assert len(entries(root / "state" / "bytecode")) == 3
+    assert len(entries(cache)) == 3
 
 
-def test_an_edited_module_runs_its_new_code_not_the_cached_one(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_edited_module_runs_its_new_code_not_the_cached_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
     add_module(root, "edited", "def main(args):\n    return {'summary': 'first'}\n")
     write_manifest(root, [group(["edited"]), {"name": "edited"}])
     assert run_summary(root, capsys) == "first"
