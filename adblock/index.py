@@ -91,7 +91,7 @@ def _gather_one(item: Fetched, opts: Options, cache: Cache, dry_run: bool, gathe
         size = len(item.body)
         stage = _Stage(cache, source.url, None if dry_run else item.body)
         # The parser holds the only other reference to the downloaded bytes: once they are staged in
-        # the cache (while its helper process computes, or before it starts), it can free them.
+        # the cache (by a thread, while the list is parsed), it can free them.
         parsed = parse_list(item.take_body(), lenient=opts.lenient, meanwhile=stage)
         staged = stage.digest
         previous = cache.meta(source.url).get("names", 0)

@@ -18,10 +18,10 @@ Possessive quantifiers keep it from backtracking.
 """
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import re
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,18 +221,27 @@ class _Meanwhile:
     """Runs `work` once in a thread of its own from `start()` (later calls: nothing); `finish()` waits for
     it and raises what it raised. File writes and hashing release the GIL, so the work costs the parse
     little. It is started only where no fork follows: a process forked while another thread holds a lock
-    (logging's, a file's) could take that lock held into the child."""
+    (logging's, a file's) could take that lock held into the child. The thread blocks every signal, so
+    that a signal (a deadline's alarm, Ctrl-C) always reaches the main thread, where parse_in_two's masks
+    hold it back while the helper is killed and reaped; and `finish()` waits for the thread even when such
+    a signal interrupts it, so that no thread of ours outlives `parse_list`."""
 
     def __init__(self, work: Callable[[], object] | None) -> None:
         self.work = work
         self.thread: threading.Thread | None = None
         self.error: Exception | None = None
+        self.done = threading.Event()  # set by the thread: join() interrupted may take it for ended
 
     def start(self) -> None:
         if self.work is None or self.thread is not None:
             return
-        self.thread = threading.Thread(target=self._run, name="adblock-meanwhile", daemon=True)
-        self.thread.start()
+        thread = threading.Thread(target=self._run, name="adblock-meanwhile", daemon=True)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            thread.start()  # a new thread starts with the mask of the thread that starts it
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self.thread = thread
 
     def _run(self) -> None:
         try:
@@ -240,10 +249,20 @@ class _Meanwhile:
             self.work()
         except Exception as exc:  # raised by finish(), in the caller's thread
             self.error = exc
+        finally:
+            self.done.set()
 
     def finish(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
+        interrupted: BaseException | None = None
+        while self.thread is not None:
+            try:
+                self.done.wait()
+                self.thread.join()
+                break
+            except BaseException as exc:  # raised below, once the thread has ended
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         if self.error is not None:
             raise self.error
 
@@ -270,8 +289,10 @@ def parse_list(
         parsed = _parse_list(data, lenient, parallel, background)
     except BaseException:
         # Waited for even when the parse fails (a timeout), whose error is the one to raise.
-        with contextlib.suppress(Exception):
+        try:
             background.finish()
+        except Exception as exc:  # the parse's error wins; this one is only logged
+            log.warning("while the list was parsed, the cache copy failed too: %s", exc)
         raise
     background.finish()
     return parsed

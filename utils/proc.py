@@ -7,7 +7,7 @@ environment of the orchestrator by accident. Failures raise `CommandError` with 
 `run(..., as_user=Identity(uid, gid))` runs the child as that user instead (root only): primary group
 `gid`, no supplementary groups, a new session (no controlling terminal it could push keystrokes into),
 an environment built from constants only (no PATH or HOME of root's), HOME pointing nowhere, and `/` as
-the working directory unless the caller names one. `utils.permissions.run_executable` decides when an
+the working directory unless the caller names one. `utils.executables.run_executable` decides when an
 executable must run that way.
 """
 from __future__ import annotations

@@ -312,3 +312,42 @@ def test_when_the_parse_fails_its_error_is_raised_and_meanwhile_was_waited_for(
     with pytest.raises(ValueError, match="the parse broke"):
         parse_list(b"0.0.0.0 a.example.com\n", parallel=False, meanwhile=slow_write)
     assert finished == [True] and threading.active_count() == before
+
+
+def test_the_meanwhile_thread_blocks_every_signal_so_they_reach_the_main_thread() -> None:
+    import signal
+
+    masks: list[set[signal.Signals]] = []
+    parse_list(mixed_list(2_000, seed=4), parallel=False,
+               meanwhile=lambda: masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])))  # fmt: skip
+    (mask,) = masks
+    assert {signal.SIGALRM, signal.SIGINT, signal.SIGTERM} <= mask
+    assert signal.SIGALRM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # ours is as it was
+
+
+def test_an_interrupted_wait_for_meanwhile_still_waits_for_it_to_end() -> None:
+    import signal
+    import threading
+
+    from updates.adblock.parse import _Meanwhile
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stop("the deadline")
+
+    ended: list[float] = []
+    background = _Meanwhile(lambda: (time.sleep(0.6), ended.append(time.monotonic())))
+    previous = signal.signal(signal.SIGALRM, stop)
+    try:
+        background.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Stop):
+            background.finish()
+        raised = time.monotonic()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert ended and ended[0] <= raised  # the interruption was raised only once the write had ended
+    assert not any(t.name == "adblock-meanwhile" for t in threading.enumerate())

@@ -4,6 +4,7 @@ takes), wait for a run that holds it, and fail with nothing changed when it is h
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -36,6 +37,32 @@ def test_a_held_run_lock_is_waited_for_then_refused(tmp_path: Path) -> None:
     refused = pytest.raises(Exception, match="another run holds the lock")
     with lock_utils.run_lock(str(where.lock), 0.6), refused, orchestrator_lock(where):
         pass
+
+
+def hold_lock_for(lock: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """Another process that holds the flock on `lock` for `seconds`, as a run would; returns once it does."""
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock), str(seconds)], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    return holder
+
+
+def test_a_run_that_ends_within_the_timeout_is_waited_for_and_the_lock_names_the_play(tmp_path: Path) -> None:
+    lock = tmp_path / "state" / "updates.lock"
+    lock.parent.mkdir()
+    holder = hold_lock_for(lock, 1.5)
+    started = time.monotonic()
+    with lock_utils.run_lock(str(lock), 30):
+        waited = time.monotonic() - started
+        assert lock.read_text() == f"{os.getpid()}\n"  # what index.py reads to name the holder
+    holder.wait(timeout=30)
+    assert 1.0 <= waited < 30
 
 
 def test_no_state_directory_means_no_lock_and_nothing_created(tmp_path: Path) -> None:
@@ -87,6 +114,10 @@ def test_updates_manifest_under_real_ansible_waits_for_the_run_lock(tmp_path: Pa
     assert held.returncode != 0
     assert "has held" in held.stdout and "nothing was changed" in held.stdout
     assert where.manifest.read_text() == original + "\n"
-    free = ansible_module(tmp_path, "updates_manifest", args)
-    assert free.returncode == 0, free.stdout + free.stderr
+    # A run that ends while the module waits: the module then writes, after it.
+    holder = hold_lock_for(where.lock, 2)
+    started = time.monotonic()
+    waited = ansible_module(tmp_path, "updates_manifest", {**args, "lock_timeout": 60})
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert time.monotonic() - started >= 1.5 and holder.wait(timeout=30) == 0
     assert json.loads(where.manifest.read_text())["updates"][0]["enabled"] is False

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from orchestrator_support import add_module, group, write_manifest
-from updates.utils.orchestrator.bytecode import BytecodeCache, pack
+from updates.utils.orchestrator.bytecode import BytecodeCache, pack, unpack
 from updates.utils.orchestrator.cli import main
 
 SOURCE = b"VALUE = 'from the source'\n"
@@ -126,16 +126,19 @@ def test_without_write_nothing_is_created(tmp_path: Path) -> None:
 def test_the_oldest_entries_and_killed_writes_are_pruned(tmp_path: Path) -> None:
     directory = tmp_path / "bytecode"
     cache = BytecodeCache(directory, max_entries=3)
-    cache.code(b"VALUE = '0'\n", PATH)
     leftover = directory / ".abc.code.x1y2.tmp"  # what a kill during a write leaves
-    leftover.write_bytes(b"partial")
-    for number in range(1, 5):
-        os.utime(entries(directory)[0], ns=(number, number))  # older than what comes next
+    for number in range(5):
+        before = set(entries(directory)) if directory.exists() else set()
         cache.code(f"VALUE = '{number}'\n".encode(), PATH)
+        (new,) = set(entries(directory)) - before
+        os.utime(new, ns=(number + 1, number + 1))  # written in this order, whatever the names' order
+        if number == 0:
+            leftover.write_bytes(b"partial")
     assert len(entries(directory)) == 3
     assert not leftover.exists()
     kept = {value_of(BytecodeCache(directory, write=False).code(f"VALUE = '{n}'\n".encode(), PATH)) for n in "234"}
     assert kept == {"2", "3", "4"}
+    assert {value_of(unpack(entry.read_bytes())) for entry in entries(directory)} == {"2", "3", "4"}
 
 
 # --- through the orchestrator (the state directory is <tmp_path>/state, see conftest.py) ------------------
@@ -159,6 +162,11 @@ def test_a_run_keeps_each_imported_file_s_code_and_a_dry_run_keeps_none(
     assert len(entries(cache)) == 3  # __init__.py, index.py, helper.py
     assert run_summary(root, capsys) == "helped"
     assert len(entries(cache)) == 3
+    # The next run takes helper.py's code from the cache: a valid entry planted there is what runs.
+    (helper,) = [e for e in entries(cache) if unpack(e.read_bytes()).co_filename.endswith("helper.py")]
+    filename = unpack(helper.read_bytes()).co_filename
+    helper.write_bytes(pack(compile("VALUE = 'from the cache'\n", filename, "exec")))
+    assert run_summary(root, capsys) == "from the cache"
 
 
 def test_an_edited_module_runs_its_new_code_not_the_cached_one(

@@ -59,6 +59,18 @@ def pack(code: CodeType) -> bytes:
     return _MARK + hashlib.sha256(payload).digest() + payload
 
 
+def unpack(data: bytes) -> CodeType | None:
+    """The code object of an entry's bytes, or None when they are damaged or not an entry at all."""
+    payload = memoryview(data)[_HEADER:]
+    if not data.startswith(_MARK) or hashlib.sha256(payload).digest() != data[len(_MARK) : _HEADER]:
+        return None
+    try:
+        code = marshal.loads(payload)  # noqa: S302 - our own file, its hash checked, in the private cache
+    except (EOFError, ValueError, TypeError):
+        return None
+    return code if isinstance(code, CodeType) else None
+
+
 class BytecodeCache:
     """See the module docstring."""
 
@@ -90,29 +102,31 @@ class BytecodeCache:
     def _read(self, key: str) -> CodeType | None:
         if not self._usable_directory():
             return None
+        path = self.directory / f"{key}.code"
         try:
-            fd = os.open(self.directory / f"{key}.code", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO planted here must not hang the run (it is refused just below).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             return None
-        with open(fd, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            if not (stat.S_ISREG(st.st_mode) and _private(st)):
-                log.debug("bytecode cache: %s.code is not ours alone; compiling instead", key)
-                return None
-            data = handle.read()
-        payload = memoryview(data)[_HEADER:]
-        if not data.startswith(_MARK) or hashlib.sha256(payload).digest() != data[len(_MARK) : _HEADER]:
-            log.debug("bytecode cache: %s.code is damaged; compiling instead", key)
-            return None
         try:
-            code = marshal.loads(payload)  # noqa: S302 - our own file, its hash checked, in the private cache
-        except (EOFError, ValueError, TypeError):
+            with open(fd, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                if not (stat.S_ISREG(st.st_mode) and _private(st)):
+                    log.debug("bytecode cache: %s is not ours alone; compiling instead", path)
+                    return None
+                data = handle.read()
+        except OSError as exc:
+            log.debug("bytecode cache: cannot read %s (%s); compiling instead", path, exc)
             return None
-        return code if isinstance(code, CodeType) else None
+        code = unpack(data)
+        if code is None:
+            log.debug("bytecode cache: %s is damaged; compiling instead", path)
+        return code
 
     def _store(self, key: str, data: bytes) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self._usable_directory():
+            log.debug("bytecode cache %s: others could write it; nothing stored", self.directory)
             return
         target = self.directory / f"{key}.code"
         # Only stored when no valid entry was found: whatever is there (someone else's file, a link) goes,

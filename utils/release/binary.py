@@ -18,7 +18,7 @@ Contract of `install_binary(plan, new_file, version, old_version)`:
 5. With `journal`, the same undo is recorded before the service is touched (stop, files back by their
    hashes, start), so the next command that takes the run lock reverts a process killed at any point.
 `probe_version` runs `<binary> <args>` (as the file's owner when that is not root: root never executes a file
-another user can change; see `permissions.run_executable`) and parses the tool's real output format.
+another user can change; see `executables.run_executable`) and parses the tool's real output format.
 """
 
 from __future__ import annotations

@@ -157,10 +157,10 @@ def main() -> None:
         ):
             before, after, changed = update(path, module.params["modules"], module.params["notify"],
                                             write=not module.check_mode)  # fmt: skip
-    except LockBusy as exc:
+    except (LockBusy, ValueError) as exc:
         module.fail_json(msg=str(exc))
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
+    except OSError as exc:  # writing the new manifest (a full disk, a read-only file system)
+        module.fail_json(msg=f"{path}: cannot write the manifest: {exc.strerror or exc}")
     result: dict[str, Any] = {"changed": bool(changed), "changed_fields": changed}
     if module._diff:
         result["diff"] = {"before": before, "after": after, "before_header": str(path),

@@ -5,7 +5,9 @@ Contract: `run_lock(path, timeout)` holds an exclusive flock on `path` for the `
 `timeout` seconds while a run, rollback or pull of this host holds it, then raises `LockBusy` naming the
 file. A missing state directory means nothing has run yet and nothing can: the block runs without a lock
 and nothing is created. The file is opened without following a link and must be a regular file with one
-name (as `index.py` requires); anything else raises `LockBusy` and is left alone.
+name (as `index.py` requires); anything else raises `LockBusy` and is left alone. Once held, the file says
+the holder's pid and its mtime since when, as `index.py` writes them: a run refused meanwhile names the
+play's process, not the last run's.
 Why: a run reads manifest.json at its start and writes it back (`lastApplied`) at its end; a deploy that
 changed the manifest or the checkout in between would be undone by that write, or would change the code
 under a running module.
@@ -36,11 +38,14 @@ def run_lock(path: str, timeout: float) -> Iterator[None]:
         yield
         return
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_MODE)
+        # O_NONBLOCK: a FIFO at its place must not hang the play (it is refused below).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, LOCK_MODE)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise LockBusy(f"{path} is a symbolic link; refusing to use it as the run lock") from None
-        raise
+        if exc.errno == errno.ENXIO:
+            raise LockBusy(f"{path} is a socket; refusing to use it as the run lock") from None
+        raise LockBusy(f"cannot open the run lock {path}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
@@ -52,13 +57,15 @@ def run_lock(path: str, timeout: float) -> Iterator[None]:
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
+                    raise LockBusy(f"cannot lock {path}: {exc.strerror or exc}") from None
             if time.monotonic() >= deadline:
                 raise LockBusy(
                     f"a run of updates has held {path} for more than {timeout:g} s; nothing was changed: "
                     "run the play again once it has finished (or raise updates_lock_timeout)"
                 )
             time.sleep(POLL)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
