@@ -95,3 +95,19 @@ def main(args):
     with open(os.path.join(args["state_dir"], "calls.jsonl"), "a") as fh:
         fh.write(json.dumps(args) + "\\n")
 """
+
+
+def hold_lock_for(lock: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """Another process holding the flock on `lock` for `seconds`, pid written, as a run does; returns once it
+    holds it."""
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.ftruncate(fd, 0); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock), str(seconds)], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    return holder

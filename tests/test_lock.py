@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from orchestrator_support import hold_lock_for
 from updates.utils.errors import LockHeld, UnsafePermissions
 from updates.utils.lock import ensure_state_dir, run_lock
 from updates.utils.orchestrator.cli import main
@@ -240,3 +241,22 @@ def test_the_log_file_is_never_opened_through_a_link(tmp_path: Path) -> None:
     (logs / "updates.log").symlink_to(victim)
     assert setup_logging(logs) is None  # falls back to the terminal only
     assert victim.read_bytes() == b"precious bytes\n"
+
+
+def test_a_waiting_lock_is_taken_when_the_holder_finishes_and_refused_past_its_wait(tmp_path: Path) -> None:
+    paths = paths_for(make_state(tmp_path))
+    holder = hold_lock_for(paths.lock, 1.5)
+    started = time.monotonic()
+    with pytest.raises(LockHeld, match=rf"pid {holder.pid}"), run_lock(paths, wait=0.4):
+        pytest.fail("taken while another process held it")
+    assert 0.4 <= time.monotonic() - started < 1.4
+    with run_lock(paths, wait=30):
+        waited = time.monotonic() - started
+        assert paths.lock.read_text() == f"{os.getpid()}\n"
+    assert 1.0 <= waited < 30 and holder.wait(timeout=30) == 0
+
+
+def test_pull_wait_takes_a_number_of_seconds(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["pull", "--wait", "soon"], root=tmp_path) == 2
+    assert "expected a number of seconds (0 or more), got 'soon'" in capsys.readouterr().err
+    assert main(["pull", "--wait", "-1"], root=tmp_path) == 2

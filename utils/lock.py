@@ -1,9 +1,10 @@
 """The run lock: one orchestrator run or rollback at a time; and the state directory it lives in.
 
 Contract: `run_lock(paths)` holds `fcntl.flock(LOCK_EX | LOCK_NB)` on `<state>/updates.lock` for the
-duration of the `with` block and raises `LockHeld` at once when another holder has it. The lock file records
-the holder's pid for the operator; the kernel drops the lock when the holder dies, so a crash never leaves a
-stale lock behind.
+duration of the `with` block and raises `LockHeld` at once when another holder has it; `run_lock(paths,
+wait=S)` first waits up to S seconds for the holder to finish (`index.py pull --wait`, which a deploy
+uses). The lock file records the holder's pid for the operator; the kernel drops the lock when the holder
+dies, so a crash never leaves a stale lock behind.
 - Before it opens anything, `run_lock` calls `ensure_state_dir`: the state directory is created 0700 when
   missing and, when root runs, refused (`UnsafePermissions`, exit 2) when it or a directory above it belongs
   to another user or can be written by group or others (root's sticky directories like /tmp excepted), as
@@ -26,6 +27,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from .permissions import FIX_HINT, check_state_dir, enforced
 STATE_DIR_MODE = 0o700
 PARENT_MODE = 0o755
 LOCK_MODE = 0o644  # the pid in it is for any operator to read
+WAIT_POLL = 0.5  # seconds between attempts of a run_lock that waits
 
 # Descriptors of locks this process holds, closed in a forked child (see the module docstring).
 _held: set[int] = set()
@@ -176,8 +179,21 @@ def hold_existing_lock(lock: Path, message: str) -> Iterator[None]:
         _release(fd)
 
 
+def _flock_waiting(fd: int, message: str, wait: float) -> None:
+    """`_flock_or_raise`, trying again every WAIT_POLL seconds for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _flock_or_raise(fd, message)
+            return
+        except LockHeld:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(min(WAIT_POLL, max(0.0, deadline - time.monotonic())))
+
+
 @contextlib.contextmanager
-def run_lock(paths: Paths) -> Iterator[None]:
+def run_lock(paths: Paths, *, wait: float = 0) -> Iterator[None]:
     try:
         ensure_state_dir(paths.state)
         fd = _open_lock(paths.lock, os.O_RDWR | os.O_CREAT)
@@ -188,7 +204,7 @@ def run_lock(paths: Paths) -> Iterator[None]:
         ) from exc
     _held.add(fd)
     try:
-        _flock_or_raise(fd, f"another run holds the lock {paths.lock}")
+        _flock_waiting(fd, f"another run holds the lock {paths.lock}", wait)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from orchestrator_support import hold_lock_for
 from role_support import ROLE, load
 from updates.utils.lock import run_lock as orchestrator_lock
 from updates.utils.paths import Paths
@@ -37,20 +38,6 @@ def test_a_held_run_lock_is_waited_for_then_refused(tmp_path: Path) -> None:
     refused = pytest.raises(Exception, match="another run holds the lock")
     with lock_utils.run_lock(str(where.lock), 0.6), refused, orchestrator_lock(where):
         pass
-
-
-def hold_lock_for(lock: Path, seconds: float) -> subprocess.Popen[bytes]:
-    """Another process that holds the flock on `lock` for `seconds`, as a run would; returns once it does."""
-    code = (
-        "import fcntl, os, sys, time\n"
-        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "print('held', flush=True)\n"
-        "time.sleep(float(sys.argv[2]))\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(lock), str(seconds)], stdout=subprocess.PIPE)
-    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
-    return holder
 
 
 def test_a_run_that_ends_within_the_timeout_is_waited_for_and_the_lock_names_the_play(tmp_path: Path) -> None:

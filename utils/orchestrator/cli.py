@@ -54,6 +54,17 @@ def metrics_path(value: str) -> Path:
     return Path(value)
 
 
+def seconds(value: str) -> float:
+    """A number of seconds, 0 or more."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds (0 or more), got {value!r}")
+    return number
+
+
 def _common(suppress: bool) -> Parser:
     default = argparse.SUPPRESS if suppress else None
     parent = Parser(add_help=False)
@@ -167,6 +178,13 @@ def build_parser() -> Parser:
         "--allow-downgrade",
         action="store_true",
         help="also move to an older commit or a rewritten history (still signed)",
+    )
+    pull.add_argument(
+        "--wait",
+        type=seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a run that holds the lock (default: refuse at once, exit 75)",
     )
     pull.add_argument("--json", action="store_true", help="print JSON instead of a line")
     add_new_parser(sub, [_common(suppress=True)])

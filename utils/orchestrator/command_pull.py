@@ -55,7 +55,7 @@ def cmd_pull(paths: Paths, opts: argparse.Namespace) -> int:
         )
     try:
         result = pull(paths, Git(paths.root), signers, remote=opts.remote, ref=opts.ref,
-                      allow_downgrade=opts.allow_downgrade)  # fmt: skip
+                      allow_downgrade=opts.allow_downgrade, wait=opts.wait)  # fmt: skip
     except PullRefused as exc:
         _record(paths, started, exc.exit_code, error=str(exc))
         raise

@@ -223,10 +223,11 @@ def pull(
     ref: str | None = None,
     allow_downgrade: bool = False,
     on_step: StepHook | None = None,
+    wait: float = 0,
 ) -> PullResult:
-    """See the module docstring."""
+    """See the module docstring. `wait`: seconds to wait for a run that holds the lock (else refused)."""
     step = on_step or (lambda _name: None)
-    with run_lock(paths):
+    with run_lock(paths, wait=wait):
         recovered = tuple(recover(paths))
         prefix = git.prefix()
         if prefix:
