@@ -16,11 +16,12 @@ size it prints:
   orchestrator checks every file of its venv before a run, so the test and lint tools of a --dev venv,
   9,000 files with Ansible, would add about 0.1 s); `--python` picks another interpreter, and without
   network access the bench falls back to the one running it, saying so;
-- the same for `hblock` on the same list, run alternately with ours, when `hblock` is on PATH; otherwise
+- the same for `hblock` on the same list, run alternately with ours, when `hblock` is on PATH (or the
+  script `--hblock` names); otherwise
   the figure recorded in issue 11 (hblock 3.5.0: 5.78 s at 1,000,000 lines on an idle 2-CPU VM), scaled
   linearly for other sizes (which leaves out hblock's own start-up, so it flatters hblock at small sizes).
   Only the paired figure is fair: the recorded one came from a slower machine (hblock 3.4.0 takes about
-  4 s, not 5.78 s, on the VM whose figures README.md gives), so it flatters us by about half;
+  4 s, not 5.78 s, on the VM whose figures README.md gives), so it flatters us by about 45%;
 - memory of one run, sampled every few ms from /proc/<pid>/smaps_rollup over the whole process tree (the
   orchestrator, the module, the parse helper it may fork): peak PSS summed over the tree (each shared page
   counted once: what a memory cgroup, systemd MemoryMax=, charges) and peak RSS summed (shared pages
@@ -54,6 +55,7 @@ from updates.utils.digest import compute_folder_sha256  # noqa: E402
 # As on a server: bytecode of the orchestrator is cached; module directories never get any, by design.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 PYTHON = [sys.executable]  # the interpreter of the installation's runs (main() may choose another)
+HBLOCK = ["hblock"]  # the hblock to pair with (--hblock)
 
 
 # ---------------------------------------------------------------- installations and runs
@@ -125,7 +127,7 @@ def hblock_argv(source: Path, work: Path) -> tuple[list[str], dict[str, str]]:
     work.mkdir(parents=True)
     (work / "sources.list").write_text(f"file://{source}\n")
     env = {**ENV, "HOME": str(work), "ETCDIR": str(work), "TMPDIR": str(work)}
-    return ["hblock", "-q", "-S", str(work / "sources.list"), "-O", str(work / "hosts")], env
+    return [HBLOCK[0], "-q", "-S", str(work / "sources.list"), "-O", str(work / "hosts")], env
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -188,9 +190,9 @@ def summary(times: list[float]) -> str:
 
 
 def hblock_version() -> str | None:
-    if shutil.which("hblock") is None:
+    if shutil.which(HBLOCK[0]) is None:
         return None
-    out = subprocess.run(["hblock", "--version"], capture_output=True, text=True, check=False, timeout=60)
+    out = subprocess.run([HBLOCK[0], "--version"], capture_output=True, text=True, check=False, timeout=60)
     return (out.stdout.splitlines() or ["hblock (version unknown)"])[0]
 
 
@@ -239,13 +241,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-busy", action="store_true", help="skip the run with every CPU kept busy")
+    parser.add_argument("--hblock", default="hblock",
+                        help="the hblock script to pair with (default: hblock on PATH)")
     parser.add_argument("--python", help="run the installation with this interpreter (default: a new venv "
                         "made by setup_venv.sh, as an administrator's)")
     opts = parser.parse_args()
+    HBLOCK[0] = opts.hblock
     version = hblock_version()
     print(f"hblock: {version}" if version else
-          f"hblock: not on PATH; compared with the figure recorded in issue 11 ({HBLOCK_RECORDED[1]} s at "
-          f"{HBLOCK_RECORDED[0]:,} lines)")
+          f"hblock: {opts.hblock} not found; compared with the figure recorded in issue 11 "
+          f"({HBLOCK_RECORDED[1]} s at {HBLOCK_RECORDED[0]:,} lines, on a slower machine: it flatters us)")
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         made = opts.python or production_python(tmp)
