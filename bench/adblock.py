@@ -20,8 +20,8 @@ size it prints:
   script `--hblock` names); otherwise
   the figure recorded in issue 11 (hblock 3.5.0: 5.78 s at 1,000,000 lines on an idle 2-CPU VM), scaled
   linearly for other sizes (which leaves out hblock's own start-up, so it flatters hblock at small sizes).
-  Only the paired figure is fair: the recorded one came from a slower machine (hblock 3.4.0 takes about
-  4 s, not 5.78 s, on the VM whose figures README.md gives), so it flatters us by about 45%;
+  Only the paired figure is fair: on the VM whose figures README.md gives, hblock 3.4.0 takes about 4 s,
+  not 5.78 s (a slower machine, or a slower 3.5.0), so the recorded figure flatters us by about 45%;
 - memory of one run, sampled every few ms from /proc/<pid>/smaps_rollup over the whole process tree (the
   orchestrator, the module, the parse helper it may fork): peak PSS summed over the tree (each shared page
   counted once: what a memory cgroup, systemd MemoryMax=, charges) and peak RSS summed (shared pages
@@ -250,7 +250,8 @@ def main() -> None:
     version = hblock_version()
     print(f"hblock: {version}" if version else
           f"hblock: {opts.hblock} not found; compared with the figure recorded in issue 11 "
-          f"({HBLOCK_RECORDED[1]} s at {HBLOCK_RECORDED[0]:,} lines, on a slower machine: it flatters us)")
+          f"({HBLOCK_RECORDED[1]} s at {HBLOCK_RECORDED[0]:,} lines; hblock ran faster in paired runs: "
+          "this flatters us)")
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         made = opts.python or production_python(tmp)
