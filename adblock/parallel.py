@@ -134,7 +134,7 @@ def _send_groups(stream: BinaryIO, groups: dict[str, list[str]], keys: list[str]
 def _receive_groups(stream: BinaryIO) -> dict[str, str]:
     groups = marshal.loads(_receive(stream))  # noqa: S302 - our own child or parent, a private pipe
     if not isinstance(groups, dict):
-        raise EOFError("the helper process sent something else than names")
+        raise EOFError("the helper process sent something other than names")
     return groups
 
 

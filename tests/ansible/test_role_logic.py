@@ -100,7 +100,8 @@ def test_fleet_report_flags_failed_stale_never_unreachable_and_pending() -> None
 def library_fixture(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModuleType]:
     pytest.importorskip("ansible.module_utils.basic", reason="ansible-core is not installed")
     # Where Ansible would find the role's module_utils when it packs a module for a host.
-    monkeypatch.setitem(sys.modules, "ansible.module_utils.updates_lock", load(ROLE / "module_utils" / "updates_lock.py"))
+    for name in ("updates_lock", "updates_files"):
+        monkeypatch.setitem(sys.modules, f"ansible.module_utils.{name}", load(ROLE / "module_utils" / f"{name}.py"))
     return {name: load(ROLE / "library" / f"{name}.py") for name in ("updates_manifest", "updates_checkout")}
 
 
@@ -154,3 +155,17 @@ def test_checkout_digest_is_the_projects_module_checksum(library: dict[str, Modu
     (module / "sub" / "__pycache__" / "x.pyc").write_bytes(b"junk")
     (module / "sub" / "data.txt").write_text("extra\n")
     assert library["updates_checkout"].folder_digest(module) == compute_folder_sha256(module)
+
+
+def test_the_modules_replace_a_file_whole_keeping_its_mode(tmp_path: Path) -> None:
+    files = load(ROLE / "module_utils" / "updates_files.py")
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("old\n")
+    manifest.chmod(0o640)
+    files.write_atomic(manifest, "new\n")
+    assert manifest.read_text() == "new\n" and manifest.stat().st_mode & 0o777 == 0o640
+    files.write_atomic(tmp_path / "saved.json", "{}\n", 0o600)
+    files.write_atomic(tmp_path / "fresh.json", "{}\n")
+    assert (tmp_path / "saved.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "fresh.json").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.json", "manifest.json", "saved.json"]  # no temp left

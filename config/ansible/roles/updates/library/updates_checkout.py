@@ -20,16 +20,14 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.updates_lock import LockBusy, run_lock
+from ansible.module_utils.updates_files import write_atomic
+from ansible.module_utils.updates_lock import LockBusy, module_lock
 
 DOCUMENTATION = r"""
 module: updates_checkout
@@ -131,25 +129,6 @@ def merge(current: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
     merged.update({k: v for k, v in target.items() if k not in merged})
     merged.update({k: v for k, v in code.items() if k not in current})
     return merged
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = Path(tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)[1])
-    try:
-        with tmp.open("w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.chmod(mode)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class Checkout:
@@ -262,9 +241,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     try:
-        with contextlib.nullcontext() if module.check_mode else run_lock(
-            module.params["lock"], module.params["lock_timeout"]
-        ):
+        with module_lock(module):
             params = module.params
             result = move(module, params["repo"], Path(params["dest"]), params["version"])
     except (Refused, LockBusy, OSError, ValueError) as exc:

@@ -13,15 +13,13 @@ without the new settings.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.updates_lock import LockBusy, run_lock
+from ansible.module_utils.updates_files import write_atomic
+from ansible.module_utils.updates_lock import LockBusy, module_lock
 
 DOCUMENTATION = r"""
 module: updates_manifest
@@ -100,27 +98,6 @@ def dump(raw: dict[str, Any]) -> str:
     return json.dumps(raw, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` by `text` atomically, keeping its mode."""
-    mode = path.stat().st_mode & 0o7777
-    tmp = Path(tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)[1])
-    try:
-        with tmp.open("w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.chmod(mode)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def update(
     path: Path, modules: dict[str, Any], notify: dict[str, Any] | None, *, write: bool
 ) -> tuple[str, str, list[str]]:
@@ -151,10 +128,7 @@ def main() -> None:
     )
     path = Path(module.params["path"])
     try:
-        # Check mode reads only: it neither waits for a run nor creates the lock file.
-        with contextlib.nullcontext() if module.check_mode else run_lock(
-            module.params["lock"], module.params["lock_timeout"]
-        ):
+        with module_lock(module):
             before, after, changed = update(path, module.params["modules"], module.params["notify"],
                                             write=not module.check_mode)  # fmt: skip
     except (LockBusy, ValueError) as exc:

@@ -23,6 +23,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 LOCK_MODE = 0o644  # as index.py makes it: the pid in it is for any operator to read
 POLL = 0.5  # seconds between attempts
@@ -69,3 +70,11 @@ def run_lock(path: str, timeout: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def module_lock(module: Any) -> contextlib.AbstractContextManager[None]:
+    """The lock an Ansible module takes from its `lock` and `lock_timeout` options; nothing in check mode,
+    which only reads: it neither waits for a run nor creates the lock file."""
+    if module.check_mode:
+        return contextlib.nullcontext()
+    return run_lock(module.params["lock"], module.params["lock_timeout"])
