@@ -20,13 +20,13 @@ import bisect
 import ipaddress
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..utils.argspec import ArgsError
 from .domains import INVALID, RESERVED, normalize
-from .order import unique_sorted
+from .order import sorted_names
 
 MANY_SUFFIXES = 64
 
@@ -218,12 +218,12 @@ def _contains(names: list[str], name: str) -> bool:
 
 @dataclass
 class Merged:
-    names: list[str]  # sorted, unique: the names to block
+    names: Sequence[str]  # sorted, unique: the names to block (a list, or an order.SortedNames)
     exceptions: list[str]  # sorted: allowed names below a name in `names` (see the module docstring)
 
 
 def merge(
-    sources: Iterable[list[str]],
+    sources: Iterable[Sequence[str]],
     *,
     allow: Rules,
     deny: Rules,
@@ -232,8 +232,10 @@ def merge(
     """The final sorted list from sorted, de-duplicated source lists: their union, minus allowed names,
     plus denied ones, and the exceptions it needs. The input lists are not modified."""
     lists = list(sources)
-    # Several sorted runs: Timsort merges them; one list is used as it is.
-    result = lists[0] if len(lists) == 1 else unique_sorted(list(itertools.chain.from_iterable(lists)))
+    union = lists[0] if len(lists) == 1 else sorted_names(list(itertools.chain.from_iterable(lists)))
+    if not (allow or deny or filter_subdomains):
+        return Merged(union, [])  # as it is: a SortedNames stays blocks of text for render.py
+    result = list(union)  # a copy: the input lists are not modified
     removed: list[str] = []
     if allow:
         result, removed = allow.partition(result)

@@ -10,10 +10,12 @@ How: the parent forks; parent and child each parse half of the lines (at a line 
 names in groups by their first characters (order.py). A pivot (from a sample taken before the fork, see
 PIVOT_AT) cuts the groups in two ranges: the child sends its groups of the lower range to the parent and
 receives the parent's groups of the upper range (marshal over pipes, each group as one string); each then
-sorts and de-duplicates its range group by group, and the child sends its sorted range back. The two
-ranges are disjoint, so lower + upper is the sorted, de-duplicated whole. The bytes are shared with the
-child by the fork (never written, so never copied). The child only computes and talks over its pipes, then
-leaves with `os._exit` (no cleanup handlers, no logging); any failure in it makes the parent raise.
+sorts and de-duplicates its range group by group into one block of text (order.sorted_text), and the child
+sends its block to the parent, which keeps it as it is (an order.SortedNames of the two blocks).
+The two ranges are disjoint, so lower + upper is the sorted, de-duplicated whole. The bytes are shared
+with the child by the fork (never written, so never copied). The child only computes and talks over its
+pipes, then leaves with `os._exit` (no cleanup handlers, no logging); any failure in it makes the parent
+raise.
 
 Whatever ends the parent's part (an error, a module timeout, Ctrl-C, even one landing right after the fork)
 the child is killed unless it finished and is always reaped before `parse_in_two` returns or raises; on
@@ -32,13 +34,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .order import KEY, group, sorted_unique
+from .order import KEY, SortedNames, group, sorted_text
 
 SAMPLE_WINDOWS = 64
 SAMPLE_SIZE = 4096
 # Where the pivot cuts the names: the child sorts the upper range and must also send it back, and the
 # parent split what comes back, so the child gets less than half of the names and both finish together.
 PIVOT_AT = 0.6
+_COUNT = struct.Struct("!Q")
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -110,20 +113,12 @@ def _receive(stream: BinaryIO) -> bytes:
     return data
 
 
-def _send_names(stream: BinaryIO, names: list[str]) -> None:
-    """Send `names` and empty the list (the caller holds no other reference to its names): they are freed
-    once joined, before the encoded copy is made and while it is sent, at the run's peak of memory."""
-    # Names are ASCII (punycode) without newlines: one join is much cheaper than pickling a list.
-    text = "\n".join(names)
-    names.clear()
-    payload = text.encode("ascii")
-    del text
-    _send(stream, payload)
-
-
-def _receive_names(stream: BinaryIO) -> list[str]:
-    text = _receive(stream).decode("ascii")  # the bytes go before the names are made
-    return text.split("\n") if text else []
+def _receive_count(stream: BinaryIO) -> int:
+    data = _receive(stream)
+    if len(data) != _COUNT.size:
+        raise EOFError("the helper process sent something other than a count")
+    count: int = _COUNT.unpack(data)[0]
+    return count
 
 
 def _send_groups(stream: BinaryIO, groups: dict[str, list[str]], keys: list[str]) -> None:
@@ -152,11 +147,10 @@ def _pivot(data: bytes, start: int, lenient: bool, parse_part: Callable[..., Any
     return names[int(len(names) * PIVOT_AT)][:KEY] if names else ""
 
 
-def _merged(groups: dict[str, list[str]], theirs: dict[str, str]) -> list[str]:
-    """The sorted, de-duplicated names of our remaining groups and of the other process's same range."""
-    keys = sorted(groups.keys() | theirs.keys())
-    # Each joined string is freed as soon as it is split.
-    return sorted_unique(groups, keys, {key: theirs.pop(key).split("\n") for key in list(theirs)})
+def _merged(groups: dict[str, list[str]], theirs: dict[str, str]) -> tuple[bytes, int]:
+    """The sorted, de-duplicated names of our remaining groups and of the other process's same range, as
+    one block of text, and their number (order.sorted_text)."""
+    return sorted_text(groups, sorted(groups.keys() | theirs.keys()), theirs)
 
 
 def _child(
@@ -168,9 +162,9 @@ def _child(
     del names
     _send(out, marshal.dumps(stats.counts()))
     _send_groups(out, groups, [key for key in groups if key < pivot])
-    upper = _merged(groups, _receive_groups(inp))
-    groups.clear()  # the sorted range holds the names now
-    _send_names(out, upper)
+    block, count = _merged(groups, _receive_groups(inp))
+    _send(out, _COUNT.pack(count))
+    _send(out, block)
 
 
 def _die_with(parent: int) -> None:
@@ -199,11 +193,12 @@ def parse_in_two(
     *,
     head: list[str] | None = None,
     after_fork: Callable[[], object] | None = None,
-) -> tuple[list[str], Any] | None:
-    """See the module docstring. `parse_part(data, begin, end, lenient)` parses the lines of
-    `data[begin:end]` into (unordered names, ListStats); `head` (not modified) holds names the caller
-    parsed already, which join the parent's half. `after_fork` is called once in the parent, right after
-    the fork (not at all when this returns None or raises before forking): where a thread may start."""
+) -> tuple[SortedNames, Any] | None:
+    """See the module docstring; the names come as a SortedNames. `parse_part(data, begin, end, lenient)`
+    parses the lines of `data[begin:end]` into (unordered names, ListStats); `head` (not modified) holds
+    names the caller parsed already, which join the parent's half. `after_fork` is called once in the
+    parent, right after the fork (not at all when this returns None or raises before forking): where a
+    thread may start."""
     if _cpus() < 2 or not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask"):
         return None
     # Half of the rest each, a little less for the parent, which sorts the first `start` bytes' names too.
@@ -251,7 +246,8 @@ def parse_in_two(
             _send_groups(to_child, groups, [key for key in groups if key >= pivot])
             lower = _merged(groups, theirs)
             del groups, theirs
-            upper = _receive_names(from_child)
+            upper_count = _receive_count(from_child)
+            upper = _receive(from_child)
         finished = True
     finally:
         # Signals wait again, so that the child is reaped even when one comes now: otherwise it would stay
@@ -268,5 +264,6 @@ def parse_in_two(
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"the parsing helper process failed (status {status})")
     stats.add(*their_stats)
-    lower += upper
-    return lower, stats
+    if not upper.isascii():  # names are punycode: anything else is not what our helper sends
+        raise EOFError("the helper process sent something other than names")
+    return SortedNames([lower, (upper, upper_count)]), stats

@@ -23,11 +23,11 @@ import logging
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .domains import INVALID, RESERVED, RESERVED_TLDS, is_valid, normalize
-from .order import unique_sorted
+from .order import sorted_names
 from .parallel import CpuWindow, parse_in_two
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ListStats:
 
 @dataclass
 class ParsedList:
-    names: list[str]  # sorted, no duplicates
+    names: Sequence[str]  # sorted, no duplicates (an order.SortedNames)
     stats: ListStats
 
 
@@ -300,32 +300,33 @@ def parse_list(
 
 def _parse_list(data: bytes, lenient: bool, parallel: bool | None, background: _Meanwhile) -> ParsedList:
     size = len(data)
-    names: list[str] = []
+    head: list[str] = []
     stats = ListStats()
     start = 0
     result = None
     if parallel or (parallel is None and PARALLEL_MIN <= size <= PARALLEL_MAX):
         start = data.find(b"\n", min(PIECE, size) - 1) + 1 or size
         with CpuWindow() as window:
-            names, stats = parse_part(data, 0, start, lenient)
+            head, stats = parse_part(data, 0, start, lenient)
         two = bool(parallel) or window.free_cpus() >= FREE_CPUS
         log.debug("%s: %.1f CPUs free while the first piece was parsed; %s", f"{size:,} bytes",
                   window.free_cpus(), "two processes" if two else "one process")
         if two:
             try:
                 result = parse_in_two(
-                    data, start, lenient, parse_part, head=names, after_fork=background.start
+                    data, start, lenient, parse_part, head=head, after_fork=background.start
                 )
             except (EOFError, OSError, RuntimeError) as exc:
                 log.warning("parallel parsing failed (%s); parsing in this process", exc)
     background.start()
+    names: Sequence[str]
     if result is None:
         found, counts = parse_part(data, start, size, lenient)
         del data  # the caller handed over the only reference: the bytes go before the sort
-        names += found
+        head += found
         del found
         stats.add(*counts.counts())
-        names = unique_sorted(names)
+        names = sorted_names(head)
     else:
         names, counts = result
         stats.add(*counts.counts())

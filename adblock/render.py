@@ -1,4 +1,4 @@
-"""Output formats. Contract: `render(names, fmt, meta)` returns the complete text of one format (bytearray):
+"""Output formats. Contract: `render(names, fmt, meta)` returns the complete text of one format (bytes):
 a header (comment lines naming the generator, the date, each source's count and the total, plus the
 format's fixed preamble), one empty line, then the body (one entry per line, in the order given, which is
 sorted), then the format's exception for each allowed name below a blocked one (`exceptions`: dnsmasq
@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..utils.argspec import ArgsError
+from .order import SortedNames
 
 GENERATOR = "updates adblock module"
 FORMATS = ("hosts", "dnsmasq", "unbound", "rpz", "domains", "adblock")
@@ -95,10 +96,13 @@ def _affixes(fmt: str, redirect_ip: str) -> tuple[str, str]:
     raise ArgsError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def _lines(names: Sequence[str], fmt: str, redirect_ip: str, redirect_ipv6: str | None) -> Iterator[bytes]:
-    """The body in pieces of CHUNK names (see render_body)."""
+LineFormat = tuple[str, str, "tuple[str, str] | None"]
+
+
+def _format(fmt: str, redirect_ip: str, redirect_ipv6: str | None) -> LineFormat:
+    """(prefix, suffix) of a name's line, and those of its second line when it has one."""
     prefix, suffix = _affixes(fmt, redirect_ip)
-    twin = None  # (prefix, suffix) of a second line per name
+    twin = None
     if fmt == "hosts" and redirect_ipv6:
         twin = (f"{redirect_ipv6} ", "")
     elif fmt == "dnsmasq":
@@ -106,6 +110,11 @@ def _lines(names: Sequence[str], fmt: str, redirect_ip: str, redirect_ipv6: str 
             suffix = "/#"
         else:
             twin = ("address=/", f"/{redirect_ipv6 or '::'}")
+    return prefix, suffix, twin
+
+
+def _lines(names: Sequence[str], prefix: str, suffix: str, twin: tuple[str, str] | None) -> Iterator[bytes]:
+    """The body in pieces of CHUNK names (see render_body)."""
     for start in range(0, len(names), CHUNK):
         piece = names[start : start + CHUNK]
         if twin:
@@ -116,21 +125,22 @@ def _lines(names: Sequence[str], fmt: str, redirect_ip: str, redirect_ipv6: str 
         yield text.encode("ascii")
 
 
-def _fill(
-    head: bytes,
-    names: Sequence[str],
-    fmt: str,
-    redirect_ip: str,
-    redirect_ipv6: str | None,
-    *,
-    exceptions: Sequence[str] = (),
-) -> bytearray:
-    pieces = _lines(names, fmt, redirect_ip, redirect_ipv6)
+def _fill(head: bytes, names: Sequence[str], line: LineFormat, tail: bytes) -> bytes | bytearray:
+    prefix, suffix, twin = line
+    if isinstance(names, SortedNames) and twin is None and names:
+        # Blocks of names, one per line: one replace formats a whole block, one join makes the content.
+        start, end = prefix.encode("ascii"), f"{suffix}\n".encode("ascii")
+        between = f"{suffix}\n{prefix}".encode("ascii")
+        pieces = [head]
+        for block in names.parts():
+            if isinstance(block, bytes):
+                pieces += (start, block.replace(b"\n", between), end)
+            else:
+                pieces += _lines(block, prefix, suffix, twin)
+        pieces.append(tail)
+        return b"".join(pieces)
+    pieces = _lines(names, prefix, suffix, twin)
     first = next(pieces, b"")
-    tail = b""
-    if exceptions:
-        prefix, suffix = _EXCEPTION[fmt]
-        tail = "".join(f"{prefix}{n}{suffix}\n" for n in exceptions).encode("ascii")
     # One buffer, allocated once at about its final size (the first piece's bytes per name times the names;
     # summing the names' lengths first would cost a pass over a million scattered objects) and filled in
     # place: a slice past its end grows it, the unused end is cut off.
@@ -150,7 +160,7 @@ def render_body(
     *,
     redirect_ip: str = "0.0.0.0",  # noqa: S104 - a blocking address, not a bind
     redirect_ipv6: str | None = None,
-) -> bytearray:
+) -> bytes | bytearray:
     """The body: one line per name (two for hosts with an IPv6 twin, and for dnsmasq with a redirect address).
     It is rendered CHUNK names at a time into one buffer of the final size, so a list of a million names
     never exists in a second complete copy.
@@ -158,9 +168,9 @@ def render_body(
     dnsmasq answers `address=/x/<IPv4>` for A queries only and forwards AAAA queries upstream, so a blocked
     name would still resolve over IPv6. The default answer is therefore `address=/x/#` (0.0.0.0 for A,
     :: for AAAA); with another `redirect_ip` each name gets a second line with `redirect_ipv6` (`::` unless
-    set).
+    set). Blocks of a SortedNames are formatted whole (a copy of the text, not of the names).
     """
-    return _fill(b"", names, fmt, redirect_ip, redirect_ipv6)
+    return _fill(b"", names, _format(fmt, redirect_ip, redirect_ipv6), b"")
 
 
 def render(
@@ -171,11 +181,15 @@ def render(
     redirect_ip: str = "0.0.0.0",  # noqa: S104 - a blocking address, not a bind
     redirect_ipv6: str | None = None,
     exceptions: Sequence[str] = (),
-) -> bytearray:
+) -> bytes | bytearray:
     """Header, empty line, body (see the module docstring)."""
     exceptions = exceptions_written(fmt, exceptions)
     header = ("\n".join(_header(names, fmt, meta, exceptions)) + "\n\n").encode("utf-8")
-    return _fill(header, names, fmt, redirect_ip, redirect_ipv6, exceptions=exceptions)
+    tail = b""
+    if exceptions:
+        prefix, suffix = _EXCEPTION[fmt]
+        tail = "".join(f"{prefix}{n}{suffix}\n" for n in exceptions).encode("ascii")
+    return _fill(header, names, _format(fmt, redirect_ip, redirect_ipv6), tail)
 
 
 def body_of(content: bytes | bytearray) -> memoryview:
