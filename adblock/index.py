@@ -20,6 +20,7 @@ import json
 import logging
 import operator
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from . import LIVE_CHECKSUM
 from .config import Options
 from .install import check_whole_file, compose, read_current, write_file
 from .lists import Rules, load_rules, merge
+from .memory import retained_memory
 from .parse import ParsedList, parse_list
 from .render import Meta, body_of, names_in, render
 from .sources import FAILED, FRESH, NOT_MODIFIED, Cache, Fetched, fetch
@@ -171,6 +173,24 @@ def _digest(data: bytes | bytearray | memoryview | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
+class _Hashing:
+    """`_digest(data)` computed in a thread of its own, started at once: hashlib releases the GIL on large
+    data, so a 30 MB list is hashed (about 15 ms) while the caller writes it. `result()` waits for it."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._data: bytes | bytearray | None = data
+        self._digest: str | None = None
+        self._thread = threading.Thread(target=self._run, name="adblock-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._digest, self._data = _digest(self._data), None
+
+    def result(self) -> str | None:
+        self._thread.join()
+        return self._digest
+
+
 def _epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value and value.isdigit():
@@ -185,6 +205,11 @@ def _rules(opts: Options) -> tuple[Rules, Rules]:
 
 
 def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
+    with retained_memory():  # speed only: large buffers are reused instead of faulted in again (memory.py)
+        return _main(args)
+
+
+def _main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     opts = Options.from_args(args)
     dry_run = bool(args.get("dry_run", False))
     state_dir = Path(args["state_dir"])
@@ -238,7 +263,7 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     if removed == 0 and old_count == count and old_body == body_of(ours):
         if not dry_run:
             state = _save_state(
-                state_path, _fingerprint(opts, fetched, cache), current.ours(), count,
+                state_path, _fingerprint(opts, fetched, cache), _digest(current.ours()), count,
                 reload_pending=bool(state.get("reload_pending")),
             )
         return _unchanged(opts, state, state_path, f"{count:,} domains {where}, unchanged", dry_run)
@@ -255,18 +280,22 @@ def main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     if dry_run:
         return {"changed": False, "summary": f"dry run: would write {change} to {opts.output}"}
 
-    content = compose(current, ours, opts.block)
-    with operation(
-        module_journal_dir(state_dir), "adblock-install", module=str(args.get("name", "adblock")),
-        describe=f"blocklist install to {opts.output} ({change})",
-    ) as record:  # fmt: skip
-        _will_undo_install(record, opts.output, current.full, state_dir, state_path)
-        how = write_file(opts.output, content, current.full, state_dir / "backups")
-        # Recorded before the reload: a reload that fails (or is killed) is retried by the next run, even
-        # when the list has not changed again by then.
-        state = _save_state(state_path, _fingerprint(opts, fetched, cache), ours, count,
-                            reload_pending=bool(opts.reload))
-        record.commit()
+    digest = _Hashing(ours)  # the state records it; hashed in a thread while the file is written
+    try:
+        content = compose(current, ours, opts.block)
+        with operation(
+            module_journal_dir(state_dir), "adblock-install", module=str(args.get("name", "adblock")),
+            describe=f"blocklist install to {opts.output} ({change})",
+        ) as record:  # fmt: skip
+            _will_undo_install(record, opts.output, current.full, state_dir, state_path)
+            how = write_file(opts.output, content, current.full, state_dir / "backups")
+            # Recorded before the reload: a reload that fails (or is killed) is retried by the next run,
+            # even when the list has not changed again by then.
+            state = _save_state(state_path, _fingerprint(opts, fetched, cache), digest.result(), count,
+                                reload_pending=bool(opts.reload))
+            record.commit()
+    finally:
+        digest.result()  # no thread of ours outlives the module
     log.info("wrote %s (%s): %s", opts.output, how, change)
     if opts.reload:
         try:
@@ -331,14 +360,15 @@ def _compare(old_body: memoryview | None, names: list[str], fmt: str) -> tuple[i
 def _save_state(
     path: Path,
     fingerprint: str,
-    installed: bytes | bytearray | memoryview | None,
+    installed: str | None,
     count: int,
     *,
     reload_pending: bool = False,
 ) -> dict[str, Any]:
+    """`installed`: the SHA-256 of what is installed (`_digest`)."""
     state = {
         "fingerprint": fingerprint,
-        "installed": _digest(installed),
+        "installed": installed,
         "count": count,
         "reload_pending": reload_pending,
     }
