@@ -38,7 +38,7 @@ from .install import check_whole_file, compose, read_current, write_file
 from .lists import Rules, load_rules, merge
 from .memory import retained_memory
 from .parse import ParsedList, parse_list
-from .render import Meta, body_of, names_in, render
+from .render import Meta, body_of, names_in, render, separator
 from .sources import FAILED, FRESH, NOT_MODIFIED, Cache, Fetched, fetch
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def _gather_one(item: Fetched, opts: Options, cache: Cache, dry_run: bool, gathe
         stage = _Stage(cache, source.url, None if dry_run else item.body)
         # The parser holds the only other reference to the downloaded bytes: once they are staged in
         # the cache (by a thread, while the list is parsed), it can free them.
-        parsed = parse_list(item.take_body(), lenient=opts.lenient, meanwhile=stage)
+        parsed = parse_list(item.take_body(), lenient=opts.lenient, meanwhile=stage, sep=_separator(opts))
         staged = stage.digest
         previous = cache.meta(source.url).get("names", 0)
         too_small = parsed.stats.names < opts.min_source_fraction * previous and not opts.force
@@ -121,7 +121,7 @@ def _gather_one(item: Fetched, opts: Options, cache: Cache, dry_run: bool, gathe
         if item.status == FAILED:
             log.warning("source %s: %s; using the last good copy", source.url, item.reason)
             gathered.stale.append(source.name)
-        parsed = parse_list(item.take_body(), lenient=opts.lenient)
+        parsed = parse_list(item.take_body(), lenient=opts.lenient, sep=_separator(opts))
     stats = parsed.stats
     if stats.invalid or stats.unsupported:
         log.info(
@@ -129,6 +129,12 @@ def _gather_one(item: Fetched, opts: Options, cache: Cache, dry_run: bool, gathe
             source.url, stats.invalid, stats.unsupported, "; ".join(stats.samples) or "-",
         )
     gathered.lists.append((source.name, parsed))
+
+
+def _separator(opts: Options) -> str:
+    """How the parse joins a list's names: as the body of the output (render.separator), so that a single
+    source's names need nothing more to be rendered; rules and merges read them back all the same."""
+    return separator(opts.format, opts.redirect_ip, opts.redirect_ipv6)
 
 
 class _Stage:

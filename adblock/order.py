@@ -68,58 +68,63 @@ def sorted_text(
     keys: Iterable[str],
     extra: dict[str, str] | None = None,
     keep: list[list[str]] | None = None,
+    sep: str = "\n",
 ) -> tuple[bytes, int]:
     """The names of the groups `keys` (in sorted order) and of the same groups of `extra` (see `_runs`),
-    sorted and without duplicates, as one block of text (ASCII names, one per line, no final newline)
-    and their number. The groups are taken out of `groups` and `extra` (and put in `keep`, see `_runs`).
-    Each group is joined while its names are in the cache (joining a whole list later misses it for nearly
-    every name)."""
+    sorted and without duplicates, as one block of text (ASCII names joined by `sep`, which holds a
+    newline) and their number. The groups are taken out of `groups` and `extra` (and put in `keep`, see
+    `_runs`). Each group is joined while its names are in the cache (joining a whole list later misses it
+    for nearly every name)."""
     pieces = []
     count = 0
     for run in _runs(groups, keys, extra, keep):
         count += len(run)
-        pieces.append("\n".join(run).encode("ascii"))
-    return b"\n".join(pieces), count
+        pieces.append(sep.join(run).encode("ascii"))
+    return sep.encode("ascii").join(pieces), count
 
 
-def sorted_names(names: list[str]) -> SortedNames:
-    """`sorted(set(names))` (ASCII names) as a SortedNames of one block; `names` is emptied (its owner
-    hands it over, so that it is freed early)."""
+def sorted_names(names: list[str], sep: str = "\n") -> SortedNames:
+    """`sorted(set(names))` (ASCII names) as a SortedNames of one block (joined by `sep`, see there);
+    `names` is emptied (its owner hands it over, so that it is freed early)."""
     if len(names) < SMALL:
         names.sort()
         unique_names = list(unique(names))
         names.clear()
-        return SortedNames([("\n".join(unique_names).encode("ascii"), len(unique_names))])
+        return SortedNames([(sep.join(unique_names).encode("ascii"), len(unique_names))], sep)
     groups = group(names)
     names.clear()
-    return SortedNames([sorted_text(groups, sorted(groups))])
+    return SortedNames([sorted_text(groups, sorted(groups), sep=sep)], sep)
 
 
 class SortedNames(Sequence[str]):
-    """Sorted names without duplicates, held as blocks of text: ASCII names, one per line (no final
-    newline), each block's names all greater than the block before's. Parsing makes them so (each group
-    joined while in the cache), and the parse helper sends its range so (parallel.py).
+    """Sorted names without duplicates, held as blocks of text: ASCII names joined by `sep` (a newline, or
+    the end of one line of a list format and the start of the next, such as "\n0.0.0.0 "; one newline), each
+    block's names all greater than the block before's. Parsing makes them so (each group joined while in
+    the cache), and the parse helper sends its range so (parallel.py).
 
     Why: a million names as str objects weigh about 60 MB, and rendering them (one join) and freeing
     them misses the cache for nearly every one of them, about a tenth of a second; render.py takes the
-    blocks as they are and formats each with one bytes.replace. Anything that needs the names one by one
-    iterates (the names are made for that pass) or indexes (the blocks are turned into a list once,
-    `as_list`)."""
+    blocks as they are: joined by the separator of its format already, a block is the body of the list.
+    Anything that needs the names one by one iterates (the names are made for that pass) or indexes (the
+    blocks are turned into a list once, `as_list`)."""
 
-    __slots__ = ("_blocks", "_count", "_names")
+    __slots__ = ("_blocks", "_count", "_names", "sep")
 
-    def __init__(self, blocks: Sequence[tuple[bytes, int]]) -> None:
-        """`blocks`: (block, the number of names in it) pairs, in order (counting the lines of a block again
-        would be a pass over it)."""
+    def __init__(self, blocks: Sequence[tuple[bytes, int]], sep: str = "\n") -> None:
+        """`blocks`: (block, the number of names in it) pairs, in order (counting the names of a block
+        again would be a pass over it)."""
+        if sep.count("\n") != 1:
+            raise ValueError(f"a separator of names must hold one newline, got {sep!r}")
         self._blocks = [block for block, count in blocks if count]
         self._count = sum(count for _, count in blocks)
         self._names: list[str] | None = None
+        self.sep = sep
 
     def __len__(self) -> int:
         return self._count
 
     def parts(self) -> Iterator[list[str] | bytes]:
-        """The blocks in order, or the list once there is one (`as_list`)."""
+        """The blocks in order (names joined by `sep`), or the list once there is one (`as_list`)."""
         if self._names is not None:
             yield self._names
         else:
@@ -133,7 +138,8 @@ class SortedNames(Sequence[str]):
         return self._names
 
     def _from_blocks(self) -> Iterator[str]:
-        return itertools.chain.from_iterable(block.decode("ascii").split("\n") for block in self._blocks)
+        # Names never hold a newline and each separator holds one, which fixes where it stands.
+        return itertools.chain.from_iterable(block.decode("ascii").split(self.sep) for block in self._blocks)
 
     @overload
     def __getitem__(self, index: int) -> str: ...

@@ -123,16 +123,17 @@ def _pivot(data: bytes, lenient: bool, parse_part: Callable[..., Any]) -> str:
 
 
 def _merged(
-    groups: dict[str, list[str]], theirs: dict[str, str], keep: list[list[str]] | None = None
+    groups: dict[str, list[str]], theirs: dict[str, str], sep: str, keep: list[list[str]] | None = None
 ) -> tuple[bytes, int]:
     """The sorted, de-duplicated names of our remaining groups and of the other process's same range, as
-    one block of text, and their number (order.sorted_text, which explains `keep`)."""
-    return sorted_text(groups, sorted(groups.keys() | theirs.keys()), theirs, keep)
+    one block of text (names joined by `sep`), and their number (order.sorted_text, which explains
+    `keep`)."""
+    return sorted_text(groups, sorted(groups.keys() | theirs.keys()), theirs, keep, sep)
 
 
 def _child(
     part: tuple[bytes, int, int], lenient: bool, pivot: str, parse_part: Callable[..., Any], *,
-    out: BinaryIO, inp: BinaryIO,
+    sep: str, out: BinaryIO, inp: BinaryIO,
 ) -> list[list[str]]:
     """The helper's work; returns its names, for the caller to hold until it ends: the process leaves with
     os._exit, so they are never freed one by one (half a million deallocations saved)."""
@@ -141,7 +142,7 @@ def _child(
     del names
     _send(out, marshal.dumps(stats.counts()))
     kept = _send_groups(out, groups, [key for key in groups if key < pivot])
-    block, count = _merged(groups, _receive_groups(inp), kept)
+    block, count = _merged(groups, _receive_groups(inp), sep, kept)
     _send(out, _COUNT.pack(count))
     _send(out, block)
     return kept
@@ -170,12 +171,13 @@ def parse_in_two(
     lenient: bool,
     parse_part: Callable[..., Any],
     *,
+    sep: str = "\n",
     after_fork: Callable[[], object] | None = None,
 ) -> tuple[SortedNames, Any] | None:
-    """See the module docstring; the names come as a SortedNames. `parse_part(data, begin, end, lenient)`
-    parses the lines of `data[begin:end]` into (unordered names, ListStats). `after_fork` is called once in
-    the parent, right after the fork (not at all when this returns None or raises before forking): where a
-    thread may start."""
+    """See the module docstring; the names come as a SortedNames whose blocks join them by `sep`.
+    `parse_part(data, begin, end, lenient)` parses the lines of `data[begin:end]` into (unordered names,
+    ListStats). `after_fork` is called once in the parent, right after the fork (not at all when this
+    returns None or raises before forking): where a thread may start."""
     if _cpus() < 2 or not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask"):
         return None
     middle = data.find(b"\n", int(len(data) * SPLIT_AT)) + 1
@@ -203,7 +205,9 @@ def parse_in_two(
                     to_child.close()
                     part = (data, middle, len(data))
                     # Held until os._exit below: the helper's names are never freed one by one.
-                    kept = _child(part, lenient, pivot, parse_part, out=to_parent, inp=from_parent)  # noqa: F841
+                    kept = _child(  # noqa: F841
+                        part, lenient, pivot, parse_part, sep=sep, out=to_parent, inp=from_parent
+                    )
                     to_parent.close()
                     code = 0
                 finally:
@@ -219,7 +223,7 @@ def parse_in_two(
             their_stats = marshal.loads(_receive(from_child))  # noqa: S302 - our own child, a private pipe
             theirs = _receive_groups(from_child)
             _send_groups(to_child, groups, [key for key in groups if key >= pivot])
-            lower = _merged(groups, theirs)
+            lower = _merged(groups, theirs, sep)
             del groups, theirs
             upper_count = _receive_count(from_child)
             upper = _receive(from_child)
@@ -241,4 +245,4 @@ def parse_in_two(
     stats.add(*their_stats)
     if not upper.isascii():  # names are punycode: anything else is not what our helper sends
         raise EOFError("the helper process sent something other than names")
-    return SortedNames([lower, (upper, upper_count)]), stats
+    return SortedNames([lower, (upper, upper_count)], sep), stats

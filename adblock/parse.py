@@ -273,6 +273,7 @@ def parse_list(
     lenient: bool = False,
     parallel: bool | None = None,
     meanwhile: Callable[[], object] | None = None,
+    sep: str = "\n",
 ) -> ParsedList:
     """Parse one list into its sorted, de-duplicated names; see the module docstring.
 
@@ -282,11 +283,12 @@ def parse_list(
     `meanwhile` (e.g. writing the bytes to a cache) is called exactly once, in a thread of its own while the
     list is parsed (started after the helper process is forked, or before the parse when there is none); it
     is waited for before this returns or raises. Its failure (a full disk) is its own: raised once the list
-    is parsed, never taken for the helper's.
+    is parsed, never taken for the helper's. `sep` joins the names in the blocks of the SortedNames (see
+    order.py): the separator of the output format (render.separator) spares rendering a pass over them.
     """
     background = _Meanwhile(meanwhile)
     try:
-        parsed = _parse_list(data, lenient, parallel, background)
+        parsed = _parse_list(data, lenient, parallel, background, sep)
     except BaseException:
         # Waited for even when the parse fails (a timeout), whose error is the one to raise.
         try:
@@ -298,12 +300,14 @@ def parse_list(
     return parsed
 
 
-def _parse_list(data: bytes, lenient: bool, parallel: bool | None, background: _Meanwhile) -> ParsedList:
+def _parse_list(
+    data: bytes, lenient: bool, parallel: bool | None, background: _Meanwhile, sep: str
+) -> ParsedList:
     size = len(data)
     result = None
     if parallel or (parallel is None and PARALLEL_MIN <= size <= PARALLEL_MAX):
         try:
-            result = parse_in_two(data, lenient, parse_part, after_fork=background.start)
+            result = parse_in_two(data, lenient, parse_part, sep=sep, after_fork=background.start)
         except (EOFError, OSError, RuntimeError) as exc:
             log.warning("parallel parsing failed (%s); parsing in this process", exc)
     background.start()
@@ -311,7 +315,7 @@ def _parse_list(data: bytes, lenient: bool, parallel: bool | None, background: _
     if result is None:
         found, stats = parse_part(data, 0, size, lenient)
         del data  # the caller handed over the only reference: the bytes go before the sort
-        names = sorted_names(found)
+        names = sorted_names(found, sep)
     else:
         names, stats = result
     stats.names = len(names)

@@ -113,6 +113,17 @@ def _format(fmt: str, redirect_ip: str, redirect_ipv6: str | None) -> LineFormat
     return prefix, suffix, twin
 
 
+def separator(
+    fmt: str,
+    redirect_ip: str = "0.0.0.0",  # noqa: S104 - a blocking address, not a bind
+    redirect_ipv6: str | None = None,
+) -> str:
+    """What stands between two names in the body of format `fmt` (the end of one line and the start of the
+    next), for names held as text (order.SortedNames); a newline where a name takes two lines."""
+    prefix, suffix, twin = _format(fmt, redirect_ip, redirect_ipv6)
+    return "\n" if twin else f"{suffix}\n{prefix}"
+
+
 def _lines(names: Sequence[str], prefix: str, suffix: str, twin: tuple[str, str] | None) -> Iterator[bytes]:
     """The body in pieces of CHUNK names (see render_body)."""
     for start in range(0, len(names), CHUNK):
@@ -128,13 +139,15 @@ def _lines(names: Sequence[str], prefix: str, suffix: str, twin: tuple[str, str]
 def _fill(head: bytes, names: Sequence[str], line: LineFormat, tail: bytes) -> bytes | bytearray:
     prefix, suffix, twin = line
     if isinstance(names, SortedNames) and twin is None and names:
-        # Blocks of names, one per line: one replace formats a whole block, one join makes the content.
+        # Blocks of names joined by the separator of this format are the body already (parse_list was
+        # given `separator(...)`); joined by another one, one replace formats a whole block.
         start, end = prefix.encode("ascii"), f"{suffix}\n".encode("ascii")
-        between = f"{suffix}\n{prefix}".encode("ascii")
+        between = f"{suffix}\n{prefix}"
+        given, wanted = names.sep.encode("ascii"), between.encode("ascii")
         pieces = [head]
         for block in names.parts():
             if isinstance(block, bytes):
-                pieces += (start, block.replace(b"\n", between), end)
+                pieces += (start, block if given == wanted else block.replace(given, wanted), end)
             else:
                 pieces += _lines(block, prefix, suffix, twin)
         pieces.append(tail)

@@ -76,3 +76,20 @@ def test_sorted_names_of_blocks_read_in_order_and_keep_their_blocks_when_iterate
     assert list(names.parts()) == [["a.com", "b.com", "c.com"]]
     assert names == ["a.com", "b.com", "c.com"] and names != ["a.com"]
     assert len(SortedNames([])) == 0 and list(SortedNames([(b"", 0)])) == []
+
+
+def test_names_joined_as_lines_of_a_list_format_read_back() -> None:
+    sep = "/#\naddress=/"  # dnsmasq: the end of one line and the start of the next
+    names = sorted_names(["b.com", "a.com", "c.org", "a.com"], sep)
+    assert list(names.parts()) == [b"a.com/#\naddress=/b.com/#\naddress=/c.org"]
+    assert list(names) == ["a.com", "b.com", "c.org"] and len(names) == 3
+    groups = group(["x-y.net", "xa.com", "x-y.net"])
+    block, count = sorted_text(groups, sorted(groups), sep="\n0.0.0.0 ")
+    assert (block, count) == (b"x-y.net\n0.0.0.0 xa.com", 2)
+    assert list(SortedNames([(block, count)], "\n0.0.0.0 ")) == ["x-y.net", "xa.com"]
+
+
+@pytest.mark.parametrize("sep", ["", " ", "\n\n", "x\ny\nz"])
+def test_a_separator_holds_exactly_one_newline(sep: str) -> None:
+    with pytest.raises(ValueError, match="one newline"):
+        SortedNames([], sep)

@@ -6,7 +6,18 @@ from pathlib import Path
 import pytest
 from adblock_support import module_args
 from updates.adblock.index import main
-from updates.adblock.render import CHUNK, FORMATS, PIECE, Meta, body_of, names_in, render, render_body
+from updates.adblock.order import SortedNames
+from updates.adblock.render import (
+    CHUNK,
+    FORMATS,
+    PIECE,
+    Meta,
+    body_of,
+    names_in,
+    render,
+    render_body,
+    separator,
+)
 
 NAMES = ["a.example.com", "b.example.net"]
 META = Meta([("list-one", 2), ("list-two", 1)], 0)
@@ -118,3 +129,24 @@ def test_the_buffer_estimate_may_be_wrong_either_way(order: str) -> None:
     expected = "".join(f"0.0.0.0 {n}\n" for n in names).encode()
     assert bytes(render_body(names, "hosts")) == expected
     assert bytes(render_body([], "hosts")) == b""
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "redirect", [("0.0.0.0", None), ("127.0.0.1", "::1")], ids=["default-answer", "redirected-with-ipv6"]
+)
+def test_names_held_as_text_render_as_a_list_does(fmt: str, redirect: tuple[str, str | None]) -> None:
+    """A SortedNames whose blocks join the names by the format's separator (what parse_list is given) is
+    the body as it stands; joined by newlines it is formatted; either way the file is the list's."""
+    ip, ipv6 = redirect
+    names = sorted({f"n{i}.example{i % 7}.com" for i in range(3 * CHUNK)})
+    expected = render(names, fmt, META, redirect_ip=ip, redirect_ipv6=ipv6)
+    middle = len(names) // 3
+    two_lines_a_name = (fmt == "hosts" and ipv6 is not None) or (fmt == "dnsmasq" and ip != "0.0.0.0")
+    for sep in {separator(fmt, ip, ipv6), "\n"}:
+        blocks = [(sep.join(part).encode(), len(part)) for part in (names[:middle], [], names[middle:])]
+        held = SortedNames(blocks, sep)
+        assert render(held, fmt, META, redirect_ip=ip, redirect_ipv6=ipv6) == expected
+        assert list(held) == names
+        if not two_lines_a_name:  # rendered as text: the blocks were not turned into names
+            assert list(held.parts()) == [block for block, count in blocks if count]
