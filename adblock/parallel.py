@@ -7,9 +7,9 @@ serially.
 
 Why two processes whenever two CPUs are there, busy or not: the work splits with next to no extra CPU
 (the same CPU time as one process, measured), and on CPUs that other processes keep busy the scheduler
-shares time per process, so two of ours get more of it than one (1,000,000 lines with both CPUs spinning:
-1.69 s in two processes against 2.05 s in one). Measuring the load first cost a serial piece of work
-before every fork and never changed the answer for the better.
+shares time per process, so two of ours get more of it than one (1,000,000 lines with both CPUs spinning,
+on a 2-CPU VM: 1.69 s in two processes against 2.05 s in one). Measuring the load first (as this module
+once did) cost a serial piece of work before every fork and never changed the answer for the better.
 
 How: the parent forks; parent and child each parse half of the lines (at a line boundary) and file their
 names in groups by their first characters (order.py). A pivot (from a sample taken before the fork, see
@@ -19,9 +19,9 @@ sorts and de-duplicates its range group by group into one block of text (order.s
 writes its block into a memory file (memfd) and tells the parent its size, and the parent keeps it as it
 is (an order.SortedNames of the two blocks).
 The two ranges are disjoint, so lower + upper is the sorted, de-duplicated whole. The bytes are shared
-with the child by the fork (never written, so never copied). The child only computes and talks over its
-pipes, then leaves with `os._exit` (no cleanup handlers, no logging); any failure in it makes the parent
-raise.
+with the child by the fork (never written, so never copied). The child only computes, talks over its
+pipes and writes its memory file, then leaves with `os._exit` (no cleanup handlers, no logging, none of its
+names freed one by one); any failure in it makes the parent raise.
 
 Whatever ends the parent's part (an error, a module timeout, Ctrl-C, even one landing right after the fork)
 the child is killed unless it finished and is always reaped before `parse_in_two` returns or raises; on
@@ -44,8 +44,9 @@ from .order import KEY, SortedNames, group, sorted_text
 
 SAMPLE_WINDOWS = 64
 SAMPLE_SIZE = 4096
-# Where the pivot cuts the names: the parent also writes the cache copy meanwhile (a thread, parse.py) and
-# takes the child's block, so the child gets a little more than half of the names to sort.
+# Where the pivot cuts the names: in halves. The parent's extra work (a thread writing the cache copy,
+# reading the child's block) and the child's (sending its groups first) weigh about the same: measured, the
+# two finish sorting together.
 PIVOT_AT = 0.5
 SPLIT_AT = 0.5  # where the lines are cut: the parent parses those before, the child those after
 PIPE_BUFFER = 1 << 20

@@ -9,9 +9,10 @@ size it prints:
 - the wall time of a full module run: `python index.py run --only adblock` in a throwaway installation
   (this checkout's index.py, utils/ and adblock/, a manifest with only adblock, a fresh state directory
   and output file each run, the list as a file:// source), interpreter start-up and the orchestrator's
-  checks included: median and best of R. The state directory of each run holds nothing of an earlier
-  run but the compiled module code a warm-up run left (`<state>/bytecode`, which a server keeps from its
-  first run on, as it keeps the orchestrator's `__pycache__`). The installation runs from its own virtual
+  checks included: median and best of R (each run's directory is removed after it, see `timed`). The
+  state directory of each run holds nothing of an earlier run but the compiled module code a warm-up run
+  left (`<state>/bytecode`, which a server keeps from its first run on, as it keeps the orchestrator's
+  `__pycache__`). The installation runs from its own virtual
   environment made by `setup_venv.sh` as an administrator's is (runtime requirements only: as root the
   orchestrator checks every file of its venv before a run, so the test and lint tools of a --dev venv,
   9,000 files with Ansible, would add about 0.1 s); `--python` picks another interpreter, and without
@@ -131,11 +132,17 @@ def hblock_argv(source: Path, work: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def timed(argv: list[str], env: dict[str, str], work: Path | None = None) -> float:
-    """The wall time of one run; `work` (its directory) is removed afterwards. Runs leave their files behind
-    otherwise (a 30 MB list and its cached copy per run at 1,000,000 lines), which stay in the page cache,
-    so that each later run, ours or hblock's, gets memory nothing has touched yet: in a VM that costs a
-    fault in the host per 4 KB on top of the guest's, and the runs of one size got slower one after the
-    other (0.68 s to 0.81 s in six runs). A server replaces its list each night and frees the old one."""
+    """The wall time of one run, started with no writes of an earlier run pending, and `work` (its
+    directory) removed afterwards.
+
+    Pending writes: hblock writes its list without waiting for the disk, and the next run's first fsync
+    waited for those writes too (ours took 0.72 s right after hblock, 0.68 s after a sync). Every run, ours
+    and hblock's, starts after a sync, so that none pays for the one before.
+    Removal: runs left their files behind otherwise (a 30 MB list and its cached copy per run at 1,000,000
+    lines), which stay in the page cache, so that each later run got memory nothing had touched yet: in a
+    VM that costs a fault in the host per 4 KB on top of the guest's, and the runs of one size got slower
+    one after the other (0.68 s to 0.81 s in six runs). A server replaces its list each night."""
+    os.sync()
     start = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, timeout=3600)
     elapsed = time.perf_counter() - start
