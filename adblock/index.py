@@ -38,7 +38,7 @@ from .install import check_whole_file, compose, read_current, write_file
 from .lists import Rules, load_rules, merge
 from .memory import retained_memory
 from .parse import ParsedList, parse_list
-from .render import Meta, body_of, names_in, render, separator
+from .render import Meta, body_of, names_in, render_pieces, separator
 from .sources import FAILED, FRESH, NOT_MODIFIED, Cache, Fetched, fetch
 
 log = logging.getLogger(__name__)
@@ -180,17 +180,21 @@ def _digest(data: bytes | bytearray | memoryview | None) -> str | None:
 
 
 class _Hashing:
-    """`_digest(data)` computed in a thread of its own, started at once: hashlib releases the GIL on large
-    data, so a 30 MB list is hashed (about 15 ms) while the caller writes it. `result()` waits for it."""
+    """The SHA-256 of `pieces` (one after the other, as `_digest` of their join would be) computed in a
+    thread of its own, started at once: hashlib releases the GIL on large data, so a 30 MB list is hashed
+    (about 15 ms) while the caller writes it. `result()` waits for it."""
 
-    def __init__(self, data: bytes | bytearray) -> None:
-        self._data: bytes | bytearray | None = data
+    def __init__(self, pieces: Sequence[bytes | bytearray]) -> None:
+        self._pieces: Sequence[bytes | bytearray] = pieces
         self._digest: str | None = None
         self._thread = threading.Thread(target=self._run, name="adblock-digest", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        self._digest, self._data = _digest(self._data), None
+        digest = hashlib.sha256()
+        for piece in self._pieces:
+            digest.update(piece)
+        self._digest, self._pieces = digest.hexdigest(), ()
 
     def result(self) -> str | None:
         self._thread.join()
@@ -263,10 +267,11 @@ def _main(args: Mapping[str, Any]) -> dict[str, Any] | None:
     # Counted before rendering, so that the set of names and the new text are never in memory together.
     old_count, removed = _compare(old_body, names, opts.format)
     count = len(names)
-    ours = render(names, opts.format, meta, redirect_ip=opts.redirect_ip, redirect_ipv6=opts.redirect_ipv6,
-                  exceptions=merged.exceptions)
+    # In pieces (the sorted names' blocks among them): joined once, into the file's content.
+    ours = render_pieces(names, opts.format, meta, redirect_ip=opts.redirect_ip,
+                         redirect_ipv6=opts.redirect_ipv6, exceptions=merged.exceptions)
     del names, merged  # what is left to do needs only the rendered bytes
-    if removed == 0 and old_count == count and old_body == body_of(ours):
+    if removed == 0 and old_count == count and old_body == body_of(b"".join(ours)):
         if not dry_run:
             state = _save_state(
                 state_path, _fingerprint(opts, fetched, cache), _digest(current.ours()), count,
@@ -353,7 +358,7 @@ def _unchanged(
     return {"changed": True, "summary": f"{summary}; reloaded (the last reload had failed)"}
 
 
-def _compare(old_body: memoryview | None, names: list[str], fmt: str) -> tuple[int, int]:
+def _compare(old_body: memoryview | None, names: Sequence[str], fmt: str) -> tuple[int, int]:
     """(names installed now, how many of them the new list drops), without a set of the old names."""
     if not old_body:
         return 0, 0

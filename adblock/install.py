@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,12 +124,12 @@ def check_whole_file(path: Path, fmt: str, overwrite: bool, system_hosts: Path =
     raise arg_error("install", problem)
 
 
-def compose(current: Current, ours: bytes | bytearray, block: bool) -> bytes | bytearray:
-    """The new file content with `ours` installed."""
+def compose(current: Current, ours: Sequence[bytes | bytearray], block: bool) -> bytes | bytearray:
+    """The new file content with `ours` (its pieces, in order: render.render_pieces) installed."""
     if not block:
-        return ours
+        return ours[0] if len(ours) == 1 else b"".join(ours)
     # One join, one copy: the list may be tens of MB.
-    managed = [BEGIN, b"\n", ours, END, b"\n"]
+    managed = [BEGIN, b"\n", *ours, END, b"\n"]
     full = memoryview(current.full or b"")
     if current.span is None:
         gap = [b"\n"] if full and full[-1:] != b"\n" else []

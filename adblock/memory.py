@@ -39,14 +39,13 @@ def _glibc() -> Any | None:
 def retained_memory() -> Iterator[None]:
     """See the module docstring."""
     libc = _glibc()
-    tuned = libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD))
-    if tuned:
-        libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED)
+    if libc is None or not libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD):
+        yield
+        return
+    libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED)
     try:
         yield
     finally:
-        if tuned:
-            assert libc is not None
-            libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT)
-            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT)
-            libc.malloc_trim(0)
+        libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT)
+        libc.malloc_trim(0)

@@ -137,6 +137,13 @@ def _lines(names: Sequence[str], prefix: str, suffix: str, twin: tuple[str, str]
 
 
 def _fill(head: bytes, names: Sequence[str], line: LineFormat, tail: bytes) -> bytes | bytearray:
+    pieces = _fill_pieces(head, names, line, tail)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _fill_pieces(head: bytes, names: Sequence[str], line: LineFormat, tail: bytes) -> list[bytes | bytearray]:
+    """The content in pieces that follow each other: the blocks of a SortedNames among them as they are (no
+    copy of tens of MB), or one buffer."""
     prefix, suffix, twin = line
     if isinstance(names, SortedNames) and twin is None and names:
         # Blocks of names joined by the separator of this format are the body already (parse_list was
@@ -144,27 +151,27 @@ def _fill(head: bytes, names: Sequence[str], line: LineFormat, tail: bytes) -> b
         start, end = prefix.encode("ascii"), f"{suffix}\n".encode("ascii")
         between = f"{suffix}\n{prefix}"
         given, wanted = names.sep.encode("ascii"), between.encode("ascii")
-        pieces = [head]
+        pieces: list[bytes | bytearray] = [head]
         for block in names.parts():
             if isinstance(block, bytes):
                 pieces += (start, block if given == wanted else block.replace(given, wanted), end)
             else:
                 pieces += _lines(block, prefix, suffix, twin)
         pieces.append(tail)
-        return b"".join(pieces)
-    pieces = _lines(names, prefix, suffix, twin)
-    first = next(pieces, b"")
+        return pieces
+    lines = _lines(names, prefix, suffix, twin)
+    first = next(lines, b"")
     # One buffer, allocated once at about its final size (the first piece's bytes per name times the names;
     # summing the names' lengths first would cost a pass over a million scattered objects) and filled in
     # place: a slice past its end grows it, the unused end is cut off.
     estimate = len(first) * len(names) // max(1, min(CHUNK, len(names))) * 41 // 40
     out = bytearray(len(head) + estimate + len(tail))
     position = 0
-    for piece in itertools.chain((head, first), pieces, (tail,)):
+    for piece in itertools.chain((head, first), lines, (tail,)):
         out[position : position + len(piece)] = piece
         position += len(piece)
     del out[position:]
-    return out
+    return [out]
 
 
 def render_body(
@@ -196,13 +203,29 @@ def render(
     exceptions: Sequence[str] = (),
 ) -> bytes | bytearray:
     """Header, empty line, body (see the module docstring)."""
+    pieces = render_pieces(names, fmt, meta, redirect_ip=redirect_ip, redirect_ipv6=redirect_ipv6,
+                           exceptions=exceptions)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def render_pieces(
+    names: Sequence[str],
+    fmt: str,
+    meta: Meta,
+    *,
+    redirect_ip: str = "0.0.0.0",  # noqa: S104 - a blocking address, not a bind
+    redirect_ipv6: str | None = None,
+    exceptions: Sequence[str] = (),
+) -> list[bytes | bytearray]:
+    """`render` as pieces that follow each other, without joining them: the blocks of a SortedNames are
+    pieces as they are, so that the file's content is made with one copy of them, not two."""
     exceptions = exceptions_written(fmt, exceptions)
     header = ("\n".join(_header(names, fmt, meta, exceptions)) + "\n\n").encode("utf-8")
     tail = b""
     if exceptions:
         prefix, suffix = _EXCEPTION[fmt]
         tail = "".join(f"{prefix}{n}{suffix}\n" for n in exceptions).encode("ascii")
-    return _fill(header, names, _format(fmt, redirect_ip, redirect_ipv6), tail)
+    return _fill_pieces(header, names, _format(fmt, redirect_ip, redirect_ipv6), tail)
 
 
 def body_of(content: bytes | bytearray) -> memoryview:

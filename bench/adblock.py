@@ -9,11 +9,11 @@ size it prints:
 - the wall time of a full module run: `python index.py run --only adblock` in a throwaway installation
   (this checkout's index.py, utils/ and adblock/, a manifest with only adblock, a fresh state directory
   and output file each run, the list as a file:// source), interpreter start-up and the orchestrator's
-  checks included: median and best of R (each run's directory is removed after it, see `timed`). The
-  state directory of each run holds nothing of an earlier run but the compiled module code a warm-up run
-  left (`<state>/bytecode`, which a server keeps from its first run on, as it keeps the orchestrator's
-  `__pycache__`). The installation runs from its own virtual
-  environment made by `setup_venv.sh` as an administrator's is (runtime requirements only: as root the
+  checks included: median and best of R (each run after a sync, in a directory emptied before it, see
+  `timed`). The state directory of each run holds nothing of an earlier run but the compiled module code
+  a warm-up run left (`<state>/bytecode`, which a server keeps from its first run on, as it keeps the
+  orchestrator's `__pycache__`). The installation runs from its own virtual environment made by
+  `setup_venv.sh` as an administrator's is (runtime requirements only: as root the
   orchestrator checks every file of its venv before a run, so the test and lint tools of a --dev venv,
   9,000 files with Ansible, would add about 0.1 s); `--python` picks another interpreter, and without
   network access the bench falls back to the one running it, saying so;
@@ -131,24 +131,20 @@ def hblock_argv(source: Path, work: Path) -> tuple[list[str], dict[str, str]]:
     return [HBLOCK[0], "-q", "-S", str(work / "sources.list"), "-O", str(work / "hosts")], env
 
 
-def timed(argv: list[str], env: dict[str, str], work: Path | None = None) -> float:
-    """The wall time of one run, started with no writes of an earlier run pending, and `work` (its
-    directory) removed afterwards.
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    """The wall time of one run, started with no writes of an earlier run pending.
 
-    Pending writes: hblock writes its list without waiting for the disk, and the next run's first fsync
-    waited for those writes too (ours took 0.72 s right after hblock, 0.68 s after a sync). Every run, ours
-    and hblock's, starts after a sync, so that none pays for the one before.
-    Removal: runs left their files behind otherwise (a 30 MB list and its cached copy per run at 1,000,000
-    lines), which stay in the page cache, so that each later run got memory nothing had touched yet: in a
-    VM that costs a fault in the host per 4 KB on top of the guest's, and the runs of one size got slower
-    one after the other (0.68 s to 0.81 s in six runs). A server replaces its list each night."""
+    hblock writes its list without waiting for the disk, and the next run's first fsync waited for those
+    writes too (ours took 0.72 s right after hblock, 0.68 s after a sync): every run, ours and hblock's,
+    starts after a sync, so that none pays for the one before. Each tool runs in one directory of its own,
+    emptied before each run (module_argv, hblock_argv), as a server writes its list to one place night
+    after night: runs in a new directory each time, the files of the last one removed or not, measured
+    0.1 s slower (0.79 s against 0.68 s; the file system's allocation and the page cache of the files
+    left behind, on this VM)."""
     os.sync()
     start = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, timeout=3600)
-    elapsed = time.perf_counter() - start
-    if work is not None:
-        shutil.rmtree(work, ignore_errors=True)
-    return elapsed
+    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------- memory sampling
@@ -214,20 +210,17 @@ def hblock_version() -> str | None:
 def size_report(lines: int, source: Path, app: Path, tmp: Path, *, runs: int, with_hblock: bool) -> None:
     ours: list[float] = []
     theirs: list[float] = []
-    for run in range(runs):
-        last = run == runs - 1  # its output is counted below
-        work = tmp / f"run-{run}"
-        ours.append(timed(*module_argv(app, source, work), None if last else work))
+    for _ in range(runs):
+        ours.append(timed(*module_argv(app, source, tmp / "ours")))
         if with_hblock:
-            work = tmp / f"hblock-{run}"
-            theirs.append(timed(*hblock_argv(source, work), None if last else work))
-    hosts = (tmp / f"run-{runs - 1}" / "hosts").read_text()
+            theirs.append(timed(*hblock_argv(source, tmp / "hblock")))
+    hosts = (tmp / "ours" / "hosts").read_text()
     names = sum(1 for line in hosts.splitlines() if line.startswith("0.0.0.0 "))
     print(f"\n{lines:,} lines ({names:,} domains), {load()}")
     print(f"  module run via index.py: {summary(ours)}")
     if with_hblock:
         reference, label = statistics.median(theirs), f"hblock {summary(theirs)}, same list, alternating"
-        hb_names = sum(1 for line in (tmp / f"hblock-{runs - 1}" / "hosts").read_text().splitlines()
+        hb_names = sum(1 for line in (tmp / "hblock" / "hosts").read_text().splitlines()
                        if line.startswith("0.0.0.0 ") and "hblock-check" not in line)
         label += f", {hb_names:,} domains"
     else:
@@ -237,10 +230,9 @@ def size_report(lines: int, source: Path, app: Path, tmp: Path, *, runs: int, wi
                  f"hblock about {reference:.2f} s (the recorded {recorded} s at {recorded_lines:,} lines, "
                  "scaled)")
     print(f"  {label}: ours is {reference / statistics.median(ours):.2f}x faster")
-    for run in (f"run-{runs - 1}", f"hblock-{runs - 1}"):
-        shutil.rmtree(tmp / run, ignore_errors=True)
-    pss, rss = sampled(*module_argv(app, source, tmp / "sampled"))
-    shutil.rmtree(tmp / "sampled", ignore_errors=True)
+    shutil.rmtree(tmp / "hblock", ignore_errors=True)
+    pss, rss = sampled(*module_argv(app, source, tmp / "ours"))
+    shutil.rmtree(tmp / "ours", ignore_errors=True)
     print(f"  memory (one run, sampled): peak PSS of the process tree {pss:.0f} MB, peak RSS sum "
           f"{rss:.0f} MB ({pss / lines * 1e6:.0f} MB per million lines)")
 
@@ -249,11 +241,11 @@ def paths_report(label: str, source: Path, apps: tuple[Path, Path], tmp: Path, r
     app, serial_app = apps
     default: list[float] = []
     simple: list[float] = []
-    for run in range(runs):
-        work = tmp / f"default-{run}"
-        default.append(timed(*module_argv(app, source, work), work))
-        work = tmp / f"serial-{run}"
-        simple.append(timed(*module_argv(serial_app, source, work), work))
+    for _ in range(runs):
+        default.append(timed(*module_argv(app, source, tmp / "default")))
+        simple.append(timed(*module_argv(serial_app, source, tmp / "serial")))
+    for name in ("default", "serial"):
+        shutil.rmtree(tmp / name, ignore_errors=True)
     ratio = statistics.median(simple) / statistics.median(default)
     print(f"  {label}: default {summary(default)}; one process {summary(simple)}: default is {ratio:.2f}x "
           f"the speed of one process")
