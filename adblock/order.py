@@ -47,19 +47,19 @@ def _runs(
     """For each of `keys` in turn, its names in `groups` and `extra` (another process's groups, each as
     one string of names joined by newlines) sorted, without repeats. Each group is taken out of `groups`
     and `extra` as it comes: its names are freed once the caller is done with them, still in the cache,
-    unless `keep` is given: a process about to end without cleanup (the parse helper) keeps them there
-    rather than spend a twentieth of a second freeing half a million names."""
+    unless `keep` is given: a process about to end without cleanup (the parse helper) keeps the names of
+    `groups` there rather than spend a twentieth of a second freeing half a million names scattered over
+    its memory. Those of `extra` are freed all the same: made together from one string, they lie together
+    and give their memory back (about 17 MB of the helper's peak at 1,000,000 lines)."""
     for key in keys:
         part = groups.pop(key, None)
         more = extra.pop(key, None) if extra else None
+        if part and keep is not None:
+            keep.append(part)
         if more:
-            if part is None:
-                part = []
-            part += more.split("\n")
+            part = (part or []) + more.split("\n")
         if part:
             part.sort()
-            if keep is not None:
-                keep.append(part)
             yield list(unique(part))
 
 
