@@ -23,11 +23,11 @@ import logging
 import re
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .domains import INVALID, RESERVED, RESERVED_TLDS, is_valid, normalize
-from .order import sorted_names
+from .order import SortedNames, sorted_names
 from .parallel import parse_in_two
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class ListStats:
 
 @dataclass
 class ParsedList:
-    names: Sequence[str]  # sorted, no duplicates (an order.SortedNames)
+    names: SortedNames  # sorted, no duplicates
     stats: ListStats
 
 
@@ -318,7 +318,7 @@ def _parse_list(
         except (EOFError, OSError, RuntimeError) as exc:
             log.warning("parallel parsing failed (%s); parsing in this process", exc)
     background.start()
-    names: Sequence[str]
+    names: SortedNames
     if result is None:
         found, stats = parse_part(data, 0, size, lenient)
         del data  # the last reference (see parse_list): the bytes go before the sort

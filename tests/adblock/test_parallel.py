@@ -329,3 +329,18 @@ def test_an_interrupted_wait_for_meanwhile_still_waits_for_it_to_end() -> None:
         signal.signal(signal.SIGALRM, previous)
     assert ended and ended[0] <= raised  # the interruption was raised only once the write had ended
     assert not any(t.name == "adblock-meanwhile" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-process", "two-processes"])
+def test_names_come_joined_as_the_output_format_wants_them(parallel: bool) -> None:
+    """parse_list given a format's separator returns blocks that are that format's body as they stand."""
+    if parallel:
+        two_cpus()
+    data = mixed_list(30_000, seed=11)
+    plain = parse_list(data, parallel=False)
+    joined = parse_list(data, parallel=parallel, sep="\n0.0.0.0 ")
+    assert list(joined.names) == list(plain.names) and len(joined.names) == len(plain.names)
+    blocks = list(joined.names.parts())
+    assert len(blocks) == (2 if parallel else 1)  # the helper's range is a block of its own
+    body = b"".join(b"0.0.0.0 " + block + b"\n" for block in blocks)
+    assert body.decode().splitlines() == [f"0.0.0.0 {name}" for name in plain.names]
