@@ -21,8 +21,8 @@ size it prints:
   script `--hblock` names); otherwise
   the figure recorded in issue 11 (hblock 3.5.0: 5.78 s at 1,000,000 lines on an idle 2-CPU VM), scaled
   linearly for other sizes (which leaves out hblock's own start-up, so it flatters hblock at small sizes).
-  Only the paired figure is fair: on the VM whose figures README.md gives, hblock 3.4.0 takes about 4 s,
-  not 5.78 s (a slower machine, or a slower 3.5.0), so the recorded figure flatters us by about 45%;
+  Only the paired figure is fair: on the VM whose figures README.md gives, hblock 3.4.0 takes 2.9 to 4 s
+  (by the hour), not 5.78 s (a slower machine, or a slower 3.5.0), so the recorded figure flatters us;
 - memory of one run, sampled every few ms from /proc/<pid>/smaps_rollup over the whole process tree (the
   orchestrator, the module, the parse helper it may fork): peak PSS summed over the tree (each shared page
   counted once: what a memory cgroup, systemd MemoryMax=, charges) and peak RSS summed (shared pages
