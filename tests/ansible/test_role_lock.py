@@ -108,3 +108,50 @@ def test_updates_manifest_under_real_ansible_waits_for_the_run_lock(tmp_path: Pa
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert time.monotonic() - started >= 1.5 and holder.wait(timeout=30) == 0
     assert json.loads(where.manifest.read_text())["updates"][0]["enabled"] is False
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}  # fmt: skip
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip()
+
+
+def test_updates_checkout_under_real_ansible_waits_for_the_run_lock(tmp_path: Path) -> None:
+    """No code moves under a running module: with the run lock held past the timeout the checkout fails
+    and the installation stays at its commit, files and manifest alike; a run that ends within the
+    timeout is waited for, and the checkout then moves."""
+    if not (BIN / "ansible").exists():
+        pytest.skip("ansible-core is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    manifest = {"updates": [{"name": "adblock", "version": "1.0.0", "enabled": True}], "entrypoint": "adblock"}
+    (repo / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (repo / "index.py").write_text("# version one\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "one")
+    git(repo, "tag", "v1")
+    (repo / "index.py").write_text("# version two\n")
+    git(repo, "commit", "-q", "-am", "two")
+    git(repo, "tag", "v2")
+    where = paths(tmp_path)
+    args = {"repo": str(repo), "dest": str(where.root), "version": "v1", "lock": str(where.lock), "lock_timeout": 1}
+    first = ansible_module(tmp_path, "updates_checkout", args)  # no state directory yet: no lock to take
+    assert first.returncode == 0, first.stdout + first.stderr
+    at_v1 = git(where.root, "rev-parse", "HEAD")
+    where.state.mkdir()
+    with orchestrator_lock(where):  # a nightly run holds the lock
+        held = ansible_module(tmp_path, "updates_checkout", {**args, "version": "v2"})
+    assert held.returncode != 0
+    assert "has held" in held.stdout and "nothing was changed" in held.stdout
+    assert git(where.root, "rev-parse", "HEAD") == at_v1
+    assert (where.root / "index.py").read_text() == "# version one\n"
+    holder = hold_lock_for(where.lock, 2)
+    started = time.monotonic()
+    moved = ansible_module(tmp_path, "updates_checkout", {**args, "version": "v2", "lock_timeout": 60})
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert time.monotonic() - started >= 1.5 and holder.wait(timeout=30) == 0
+    assert git(where.root, "rev-parse", "HEAD") == git(repo, "rev-parse", "v2")
+    assert (where.root / "index.py").read_text() == "# version two\n"
