@@ -136,8 +136,8 @@ def _lines(names: Sequence[str], prefix: str, suffix: str, twin: tuple[str, str]
         yield text.encode("ascii")
 
 
-def _fill(head: bytes, names: Sequence[str], line: LineFormat, tail: bytes) -> bytes | bytearray:
-    pieces = _fill_pieces(head, names, line, tail)
+def _joined(pieces: list[bytes | bytearray]) -> bytes | bytearray:
+    """The pieces as one buffer (the one there is, uncopied, when there is one)."""
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
@@ -190,7 +190,7 @@ def render_body(
     :: for AAAA); with another `redirect_ip` each name gets a second line with `redirect_ipv6` (`::` unless
     set). Blocks of a SortedNames are formatted whole (a copy of the text, not of the names).
     """
-    return _fill(b"", names, _format(fmt, redirect_ip, redirect_ipv6), b"")
+    return _joined(_fill_pieces(b"", names, _format(fmt, redirect_ip, redirect_ipv6), b""))
 
 
 def render(
@@ -203,9 +203,8 @@ def render(
     exceptions: Sequence[str] = (),
 ) -> bytes | bytearray:
     """Header, empty line, body (see the module docstring)."""
-    pieces = render_pieces(names, fmt, meta, redirect_ip=redirect_ip, redirect_ipv6=redirect_ipv6,
-                           exceptions=exceptions)
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return _joined(render_pieces(names, fmt, meta, redirect_ip=redirect_ip, redirect_ipv6=redirect_ipv6,
+                                 exceptions=exceptions))
 
 
 def render_pieces(
